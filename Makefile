@@ -1,0 +1,30 @@
+# The two commands: `make demo` and `make test`. Each sets up .venv on its own.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean bench-serve bench-drift
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/loopml demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench-serve: $(STAMP)
+	$(PY) benchmarks/serve_bench.py
+
+bench-drift: $(STAMP)
+	$(PY) benchmarks/drift_bench.py
+
+clean:
+	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info

@@ -1,0 +1,110 @@
+"""The ``loopml`` command: thin shells over the library.
+
+A :class:`~loopml.errors.LoopmlError` is printed on one line and the process exits with
+its ``exit_code`` (2 for bad input, 1 for a failed data contract); ``--debug`` anywhere on
+the command line shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspace
+
+app = typer.Typer(name="loopml", help="The whole ML lifecycle as one closed loop.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _mount() -> None:
+    """Attach the sub-command groups owned by their own modules (imported lazily at start)."""
+    from loopml.cli import model as model_cli
+
+    model_cli.register(app)
+    for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor")):
+        try:
+            sub = __import__(module, fromlist=["app"])
+        except ImportError:
+            continue
+        app.add_typer(sub.app, name=name, help=(sub.app.info.help or f"{name} commands"))
+    try:
+        from loopml.cli import serve as serve_cli
+    except ImportError:
+        return
+    app.command("serve", help="Serve registered models over OIP v2 and the MLflow scoring protocol.")(serve_cli.serve)
+    if hasattr(serve_cli, "traffic_app"):
+        app.add_typer(serve_cli.traffic_app, name="traffic", help="Show or change an endpoint's traffic policy.")
+
+
+@app.command()
+def init(home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Create the workspace (MLflow on SQLite, artifacts, snapshots, prediction log)."""
+    ws = workspace(home, tracking_uri)
+    from loopml.registry.client import Registry
+
+    Registry(ws).client.search_registered_models(max_results=1)  # creates the MLflow schema
+    console.print(f"workspace ready at [bold]{ws.home}[/] (tracking: {ws.tracking_uri})")
+
+
+@app.command()
+def new(name: Annotated[str, typer.Argument(help="Project folder to create.")],
+        rows: Annotated[int, typer.Option(help="Rows of example data to generate.")] = 5000) -> None:
+    """Scaffold a working example project: loopml.yaml plus generated data."""
+    from loopml.demo.project import scaffold_project
+
+    folder = scaffold_project(Path(name), rows=rows)
+    console.print(f"created [bold]{folder}[/]; next: cd {folder} && loopml run")
+
+
+@app.command()
+def demo(home: HomeOpt = None,
+         keep_server: Annotated[bool, typer.Option(help="Leave nothing running (default) or keep serving.")] = False) -> None:
+    """Run the whole loop on generated card-transaction data, end to end."""
+    from loopml.demo.run import run_demo
+
+    ws = workspace(home or Path(".loopml-demo"), None)
+    run_demo(ws, console=console)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    _mount()
+    from loopml.errors import LoopmlError
+
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except LoopmlError as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        if debug:
+            raise
+        err_console.print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+                          markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

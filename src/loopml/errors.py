@@ -1,0 +1,207 @@
+"""One error root for loopml.
+
+Every error a user can cause is a :class:`LoopmlError` subclass named after the
+condition, constructed from the offending names, and knowing its HTTP status and
+CLI exit code. The CLI prints ``str(error)`` on one line and exits with
+``error.exit_code``; the HTTP server answers ``{"error": str(error)}`` with
+``error.http_status``.
+"""
+
+from __future__ import annotations
+
+
+class LoopmlError(Exception):
+    """Root of every error loopml raises on purpose."""
+
+    http_status: int = 400
+    exit_code: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpecError(LoopmlError):
+    """The project spec (loopml.yaml) is missing, unreadable or invalid."""
+
+    def __init__(self, path: str, problems: list[str] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class DataSourceError(LoopmlError):
+    """A data file is missing, unreadable or malformed."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {reason}")
+
+
+class SnapshotNotFound(LoopmlError):
+    http_status = 404
+
+    def __init__(self, snapshot_id: str) -> None:
+        self.snapshot_id = snapshot_id
+        super().__init__(
+            f"snapshot '{snapshot_id}' not found; run 'loopml data snapshot' first"
+        )
+
+
+class ContractViolation(LoopmlError):
+    """The data contract failed; the report lists every violation."""
+
+    exit_code = 1
+    http_status = 422
+
+    def __init__(self, summary: str) -> None:
+        super().__init__(summary)
+
+
+class EstimatorImportError(LoopmlError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"model.estimator: cannot import '{path}': {reason}; "
+            "give a 'module.Class' path such as sklearn.linear_model.LogisticRegression"
+        )
+
+
+class ModelNotFound(LoopmlError):
+    http_status = 404
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        self.name = name
+        self.version = version
+        what = f"model '{name}'" if version is None else f"model '{name}' version/alias '{version}'"
+        super().__init__(f"{what} not found in the registry; see 'loopml history {name}' or train one with 'loopml run'")
+
+
+class RegistrationError(LoopmlError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"registering '{name}' failed: {reason}")
+
+
+class ServeError(LoopmlError):
+    """Serving could not start (port in use, bad host, ...)."""
+
+
+class PortInUse(ServeError):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is already in use; pick another with --port")
+
+
+class NotAuthorized(LoopmlError):
+    http_status = 401
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+class MonitorError(LoopmlError):
+    """A monitoring check could not run (no reference, empty log, ...)."""
+
+
+class PipelineStepFailed(LoopmlError):
+    def __init__(self, step: str, reason: str) -> None:
+        self.step = step
+        super().__init__(f"step '{step}' failed: {reason}")
+
+
+# --- serving: request errors (each answers {"error": str(e)} with its status) ---
+
+
+class BadRequest(LoopmlError):
+    """The request body is malformed (not JSON, wrong structure, shape mismatch)."""
+
+    http_status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+class InvalidInput(LoopmlError):
+    """The request is well formed but its inputs do not fit the model's signature."""
+
+    http_status = 422
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+class UnsupportedMediaType(LoopmlError):
+    http_status = 415
+
+    def __init__(self, content_type: str, expected: str) -> None:
+        self.content_type = content_type
+        super().__init__(f"content type '{content_type}' not supported; send {expected}")
+
+
+class PayloadTooLarge(LoopmlError):
+    http_status = 413
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"{what} over the limit of {limit}")
+
+
+class RouteNotFound(LoopmlError):
+    http_status = 404
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"no route for {method} {path}")
+
+
+class MethodNotAllowed(LoopmlError):
+    http_status = 405
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"method {method} not allowed on {path}")
+
+
+class Overloaded(LoopmlError):
+    """A model's queue is full; the client should retry after ``retry_after`` seconds."""
+
+    http_status = 503
+
+    def __init__(self, model: str, retry_after: int = 1) -> None:
+        self.model = model
+        self.retry_after = retry_after
+        super().__init__(f"model '{model}' is overloaded; retry after {retry_after}s")
+
+
+class DeadlineExceeded(LoopmlError):
+    http_status = 504
+
+    def __init__(self, deadline_ms: float) -> None:
+        super().__init__(f"request deadline of {deadline_ms:g} ms exceeded")
+
+
+class AdminDisabled(LoopmlError):
+    """The admin API is off because no token is configured (it is never open)."""
+
+    http_status = 404
+
+    def __init__(self) -> None:
+        super().__init__("the admin API is disabled; set LOOPML_ADMIN_TOKEN to enable it")
+
+
+class ModelNotReady(LoopmlError):
+    http_status = 503
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"model '{name}' is not loaded yet")
+
+
+class InvalidTrafficPolicy(LoopmlError):
+    http_status = 422
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid traffic policy: {reason}")

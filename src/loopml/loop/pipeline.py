@@ -1,0 +1,177 @@
+"""The pipeline: snapshot -> validate -> train -> evaluate -> gate/register.
+
+Training, evaluation and registration are cached by their inputs' content (the
+snapshot id, the spec sections that shape the model, loopml's version): running
+again with nothing changed returns the earlier result and does no work. A failing
+step stops the run, marks its MLflow run FAILED and leaves earlier outputs intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+import loopml
+from loopml.config import Workspace
+from loopml.errors import ContractViolation, LoopmlError, PipelineStepFailed
+from loopml.spec import ProjectSpec
+
+StepCallback = Callable[[str, str], None]  # (step, message)
+
+STEPS = ("snapshot", "validate", "train", "evaluate", "register")
+
+
+@dataclass
+class PipelineResult:
+    model: str
+    snapshot_id: str
+    cached: bool = False
+    run_id: str | None = None
+    version: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] | None = None
+    gate_passed: bool = False
+    gate_reasons: list[str] = field(default_factory=list)
+    promoted: bool = False
+    slices: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _noop(step: str, message: str) -> None:
+    pass
+
+
+def cache_key(spec: ProjectSpec, snapshot_id: str) -> str:
+    shaping = {
+        "snapshot": snapshot_id,
+        "task": spec.task,
+        "data": spec.data.model_dump(exclude={"source"}),
+        "model": spec.model.model_dump(),
+        "evaluation": spec.evaluation.model_dump(),
+        "loopml": loopml.__version__,
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path = Path("."),
+                 source: str | None = None, frame: pd.DataFrame | None = None,
+                 on_step: StepCallback = _noop, force: bool = False, auto_promote: bool = True,
+                 reason: str = "pipeline") -> PipelineResult:
+    """Run the whole pipeline for a project; ``source``/``frame`` override the spec's data source."""
+    from loopml.data.contract import validate_frame
+    from loopml.data.snapshot import snapshot_dataset
+
+    workspace.init()
+    src = source or spec.data.source
+    on_step("snapshot", f"reading {src}")
+    try:
+        snap = snapshot_dataset(src, workspace, base_dir=project_dir, df=frame)
+    except LoopmlError:
+        raise
+    on_step("snapshot", f"{snap.id}: {snap.row_count} rows")
+
+    df = snap.load_frame()
+    on_step("validate", "checking the data contract")
+    report = validate_frame(df, spec.contract)
+    if not report.passed:
+        raise ContractViolation(f"data contract failed for snapshot {snap.id}: "
+                                f"{len(report.violations)} violation(s); see 'loopml data validate {snap.id}'")
+    on_step("validate", "contract passed")
+
+    key = cache_key(spec, snap.id)
+    cache_file = workspace.cache / f"{spec.name}-{key}.json"
+    if cache_file.exists() and not force:
+        cached = PipelineResult(**json.loads(cache_file.read_text()))
+        from loopml.registry.client import Registry
+
+        if cached.version and Registry(workspace).try_resolve(spec.name, cached.version):
+            cached.cached = True
+            on_step("register", f"nothing changed since run {cached.run_id}: version {cached.version} is up to date")
+            return cached
+
+    result = _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, auto_promote, reason)
+    tmp = cache_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_dict(), default=str))
+    tmp.replace(cache_file)
+    return result
+
+
+def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, auto_promote, reason) -> PipelineResult:
+    from loopml.evaluate.gate import decide
+    from loopml.evaluate.metrics import confusion, slice_metrics, task_metrics
+    from loopml.registry.client import CHALLENGER, CHAMPION, SNAPSHOT_TAG, Registry
+    from loopml.train.trainer import coerce_features, split_frame, train_model
+
+    registry = Registry(workspace)
+    result = PipelineResult(model=spec.name, snapshot_id=snap.id)
+    split = split_frame(spec, df)
+    step = "train"
+    with registry.run(spec.name, run_name=f"{spec.name}-{snap.id}") as run:
+        try:
+            result.run_id = run.run_id
+            commit = git_commit(project_dir)
+            run.set_tags({SNAPSHOT_TAG: snap.id, "loopml.source": snap.source, "loopml.reason": reason,
+                          **({"loopml.git_commit": commit} if commit else {})})
+            run.log_dataset(split.train.head(1000), source=snap.source, name=snap.id, context="training")
+            on_step("train", f"fitting {spec.model.estimator} on {len(split.train)} rows")
+            trained = train_model(spec, split.train)
+            run.log_params({**trained.params, "estimator": spec.model.estimator, "train_rows": trained.train_rows,
+                            "features": ",".join(trained.features)})
+
+            step = "evaluate"
+            on_step("evaluate", f"holdout of {len(split.test)} rows")
+            X_test = coerce_features(split.test[trained.features], trained.numeric, trained.categorical)
+            y_test = split.test[spec.data.target]
+            result.metrics = task_metrics(spec.task, trained.model, X_test, y_test)
+            run.log_metrics(result.metrics)
+            if spec.task == "classification":
+                run.log_dict(confusion(trained.model, X_test, y_test), "confusion_matrix.json")
+            result.slices = slice_metrics(spec.task, trained.model, X_test, y_test, split.test, spec.evaluation.slices)
+            if result.slices:
+                run.log_dict(result.slices, "slice_metrics.json")
+
+            champion = registry.try_resolve(spec.name, CHAMPION)
+            champ_slices = None
+            if champion is not None:
+                champ_model = registry.load_native(champion)
+                result.champion_version = champion.version
+                result.champion_metrics = task_metrics(spec.task, champ_model, X_test, y_test)
+                champ_slices = slice_metrics(spec.task, champ_model, X_test, y_test, split.test, spec.evaluation.slices)
+                run.log_metrics(result.champion_metrics, prefix="champion_")
+            decision = decide(result.metrics, result.champion_metrics, spec.evaluation, result.slices, champ_slices)
+            result.gate_passed, result.gate_reasons = decision.passed, decision.reasons
+            run.log_dict(decision.to_dict(), "gate.json")
+
+            step = "register"
+            on_step("register", "logging and registering the model")
+            uri = run.log_model(trained.model, X_test.head(5))
+            ref = registry.register(uri, spec.name, run.run_id, {SNAPSHOT_TAG: snap.id, "loopml.gate_passed": decision.passed})
+            result.version = ref.version
+            why = f"{reason}; gate: " + " | ".join(decision.reasons)
+            registry.set_alias(spec.name, CHALLENGER, ref.version, why)
+            if decision.passed and auto_promote:
+                registry.promote(spec.name, ref.version, why)
+                result.promoted = True
+            on_step("register", f"version {ref.version}: " + ("promoted to champion" if result.promoted else "challenger (not promoted)"))
+        except LoopmlError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other failure names its step
+            raise PipelineStepFailed(step, f"{type(exc).__name__}: {exc}") from exc
+    return result

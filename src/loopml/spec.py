@@ -1,0 +1,191 @@
+"""The project spec, ``loopml.yaml``, as Pydantic models.
+
+Every problem is reported with its path inside the file, for example
+``loopml.yaml: model.params.max_depth: expected integer, got 'ten'``.
+Validation happens here, declaratively, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loopml.errors import SpecError
+
+SPEC_FILE = "loopml.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitSpec(_Strict):
+    """How the held-out evaluation split is cut."""
+
+    test_size: float = Field(0.25, gt=0, lt=1)
+    seed: int = 42
+    by: Literal["random", "time"] = "random"
+
+
+class DataSpec(_Strict):
+    source: str
+    target: str
+    features: list[str] | None = None
+    id_column: str | None = None
+    timestamp: str | None = None
+    split: SplitSpec = SplitSpec()
+
+
+class ColumnContract(_Strict):
+    dtype: Literal["int", "float", "number", "bool", "string", "category", "datetime"] | None = None
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[Any] | None = None
+    required: bool = True
+
+
+class ContractSpec(_Strict):
+    columns: dict[str, ColumnContract] = {}
+    min_rows: int | None = Field(None, ge=0)
+    max_rows: int | None = Field(None, ge=0)
+    unique: list[str] = []
+
+
+class ModelSpec(_Strict):
+    estimator: str
+    params: dict[str, Any] = {}
+    preprocess: Literal["auto", "none"] = "auto"
+
+    @field_validator("estimator")
+    @classmethod
+    def _dotted(cls, v: str) -> str:
+        if "." not in v:
+            raise ValueError(f"expected an import path like 'sklearn.linear_model.LogisticRegression', got '{v}'")
+        return v
+
+
+class EvaluationSpec(_Strict):
+    primary_metric: str | None = None
+    margin: float = 0.0
+    guards: dict[str, float] = {}
+    minimum: dict[str, float] = {}
+    slices: list[str] = []
+
+
+class ServingSpec(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_batch_size: int = Field(64, ge=1)
+    max_delay_ms: float = Field(2.0, ge=0)
+    workers: int = Field(1, ge=1)
+
+
+class MonitoringSpec(_Strict):
+    window: int = Field(1000, ge=1)
+    psi_threshold: float = Field(0.2, gt=0)
+    p_value: float = Field(0.05, gt=0, lt=1)
+    fdr: float = Field(0.05, gt=0, lt=1)
+    features: dict[str, dict[str, Any]] = {}
+
+
+class ProjectSpec(_Strict):
+    """The whole of ``loopml.yaml``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["classification", "regression"]
+    data: DataSpec
+    contract: ContractSpec = ContractSpec()
+    model: ModelSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    serving: ServingSpec = ServingSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "ProjectSpec":
+        if self.evaluation.primary_metric is None:
+            self.evaluation.primary_metric = "roc_auc" if self.task == "classification" else "rmse"
+        return self
+
+    def feature_columns(self, columns: list[str]) -> list[str]:
+        """The model's input columns: the spec's list, or every column but target/id/timestamp."""
+        if self.data.features:
+            return list(self.data.features)
+        skip = {self.data.target, self.data.id_column, self.data.timestamp}
+        return [c for c in columns if c not in skip]
+
+
+_TYPE_WORDS = {
+    "int": "integer", "float": "number", "bool": "boolean", "string": "string",
+    "dict": "mapping", "list": "list", "literal": "one of",
+}
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    given = err.get("input")
+    if kind == "missing":
+        return f"{loc}: required field missing"
+    if kind == "extra_forbidden":
+        known = _known_keys(model, err["loc"][:-1])
+        hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        tip = f"; did you mean '{hint[0]}'?" if hint else (f"; known keys: {', '.join(sorted(known))}" if known else "")
+        return f"{loc}: unknown key{tip}"
+    for prefix, word in _TYPE_WORDS.items():
+        if kind.startswith(prefix) and kind != "literal_error":
+            return f"{loc}: expected {word}, got {given!r}"
+    return f"{loc}: {err['msg']}, got {given!r}"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}).keys())
+
+
+def parse_spec(raw: Any, path: str = SPEC_FILE) -> ProjectSpec:
+    """Validate a parsed YAML document; raise :class:`SpecError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise SpecError(path, "expected a mapping at the top level (name, task, data, model, ...)")
+    try:
+        spec = ProjectSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(path, [_describe(e, ProjectSpec) for e in exc.errors()]) from None
+    _check_estimator_params(spec, path)
+    return spec
+
+
+def _check_estimator_params(spec: ProjectSpec, path: str) -> None:
+    """Check ``model.params`` against the estimator's own declared constraints."""
+    from loopml.train.estimator import build_estimator  # lazy: imports scikit-learn
+
+    build_estimator(spec.model.estimator, spec.model.params, source=path)
+
+
+def load_spec(project: str | Path = ".") -> ProjectSpec:
+    """Read ``loopml.yaml`` from a project folder (or a path to the file itself)."""
+    import yaml
+
+    p = Path(project)
+    if p.is_dir():
+        p = p / SPEC_FILE
+    if not p.exists():
+        raise SpecError(str(p), "file not found; create one with 'loopml new NAME' or pass --project")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise SpecError(str(p), f"{where}not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except OSError as exc:
+        raise SpecError(str(p), f"cannot read ({exc.strerror})") from None
+    spec = parse_spec(raw, str(p.name if p.parent == Path('.') else p))
+    return spec
