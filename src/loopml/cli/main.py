@@ -18,7 +18,7 @@ from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspa
 
 app = typer.Typer(name="loopml", help="The whole ML lifecycle as one closed loop.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-console = Console()
+console = Console(log_path=False)
 err_console = Console(stderr=True)
 
 
@@ -94,11 +94,9 @@ def main() -> None:
         err_console.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors, whichever click
             exc.show()
-            sys.exit(2)
+            sys.exit(exc.exit_code if isinstance(exc.exit_code, int) else 2)
         if debug:
             raise
         err_console.print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspace
 
-console = Console()
+console = Console(log_path=False)
 
 
 def _progress_pipeline(spec, ws, project: Path, **kw):

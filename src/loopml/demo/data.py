@@ -37,7 +37,7 @@ def generate_transactions(n: int, period: int = 1, seed: int = 0, start: str = "
     account_age_days = rng.integers(1, 3650, size=n)
     night = ((hour < 6) | (hour > 22)).astype(float)
     if not drifted:
-        logit = (-7.4 + 1.0 * np.log1p(distance_km) + 1.3 * night + 0.8 * (category == "travel")
+        logit = (-7.9 + 1.3 * np.log1p(distance_km) + 1.5 * night + 1.0 * (category == "travel")
                  - 0.0005 * account_age_days + 0.35 * np.log1p(amount))
     else:
         logit = (-6.3 + 0.45 * tx_24h + 1.6 * (~card_present) * (category == "online")

@@ -42,7 +42,7 @@ SPEC_TEMPLATE = {
         "primary_metric": "roc_auc",
         "margin": 0.01,
         "guards": {"log_loss": 0.02},
-        "minimum": {"roc_auc": 0.7},
+        "minimum": {"roc_auc": 0.65},
         "slices": ["merchant_category"],
     },
     "serving": {"port": 8080, "max_batch_size": 64, "max_delay_ms": 2},

@@ -75,7 +75,7 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
                  on_step: StepCallback = _noop, force: bool = False, auto_promote: bool = True,
                  reason: str = "pipeline") -> PipelineResult:
     """Run the whole pipeline for a project; ``source``/``frame`` override the spec's data source."""
-    from loopml.data.contract import validate_frame
+    from loopml.data.contract import contract_for, validate_frame
     from loopml.data.snapshot import snapshot_dataset
 
     workspace.init()
@@ -89,10 +89,11 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
 
     df = snap.load_frame()
     on_step("validate", "checking the data contract")
-    report = validate_frame(df, spec.contract)
+    report = validate_frame(df, contract_for(spec))
     if not report.passed:
-        raise ContractViolation(f"data contract failed for snapshot {snap.id}: "
-                                f"{len(report.violations)} violation(s); see 'loopml data validate {snap.id}'")
+        first = "; ".join(v.message for v in report.violations[:3])
+        raise ContractViolation(f"data contract failed for snapshot {snap.id}: {len(report.violations)} violation(s) "
+                                f"({first}); see 'loopml data validate {snap.id}'")
     on_step("validate", "contract passed")
 
     key = cache_key(spec, snap.id)
@@ -164,7 +165,7 @@ def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, au
             uri = run.log_model(trained.model, X_test.head(5))
             ref = registry.register(uri, spec.name, run.run_id, {SNAPSHOT_TAG: snap.id, "loopml.gate_passed": decision.passed})
             result.version = ref.version
-            why = f"{reason}; gate: " + " | ".join(decision.reasons)
+            why = f"{reason}; gate {'passed' if decision.passed else 'failed'}: {_headline(decision.reasons)}"
             registry.set_alias(spec.name, CHALLENGER, ref.version, why)
             if decision.passed and auto_promote:
                 registry.promote(spec.name, ref.version, why)
@@ -175,3 +176,11 @@ def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, au
         except Exception as exc:  # noqa: BLE001 - any other failure names its step
             raise PipelineStepFailed(step, f"{type(exc).__name__}: {exc}") from exc
     return result
+
+
+def _headline(reasons: list[str]) -> str:
+    """The gate's deciding line: the primary-metric comparison, else the first reason."""
+    for r in reasons:
+        if " vs champion " in r:
+            return r
+    return reasons[-1] if reasons else ""

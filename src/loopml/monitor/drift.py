@@ -172,7 +172,7 @@ def _check_numeric(name, prof, ref_sorted, series, fs, settings, role) -> Featur
     stat = scores[method]
     return FeatureDrift(
         name=name, kind="numeric", method=method, statistic=stat,
-        p_value=p_value if method in TESTS else p_value, threshold=threshold,
+        p_value=p_value, threshold=threshold,
         drifted=bool(method not in TESTS and stat >= threshold), role=role,
         n_reference=base["n_ref"], n_current=base["n_cur"], missing_rate=missing_rate,
         reference_missing_rate=prof.missing_rate, scores=scores,

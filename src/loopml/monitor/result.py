@@ -76,6 +76,7 @@ class DriftReport:
     window: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     version: str | None = None
+    outputs: "DriftReport | None" = None  # prediction drift, judged separately
 
     @property
     def drifted_features(self) -> list[FeatureDrift]:
@@ -113,6 +114,7 @@ class DriftReport:
             "missing_columns": self.missing_columns, "new_columns": self.new_columns,
             "window": self.window, "model": self.model, "version": self.version,
             "features": feats,
+            "outputs": self.outputs.to_dict(plots=plots) if self.outputs is not None else None,
         })
 
 

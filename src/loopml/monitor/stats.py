@@ -30,6 +30,8 @@ both sides therefore contributes exactly 0.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 PSI_EPSILON = 1e-4
@@ -99,7 +101,9 @@ def ks_2samp_sorted(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[flo
     if n1 == 0 or n2 == 0:
         raise ValueError("ks_2samp_sorted needs two non-empty samples")
     if max(n1, n2) <= KS_EXACT_MAX_N:
-        r = stats.ks_2samp(ref_sorted, cur_sorted)
+        with warnings.catch_warnings():  # scipy falls back to asymp itself, and says so
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = stats.ks_2samp(ref_sorted, cur_sorted)
         return float(r.statistic), float(r.pvalue)
     # ECDFs (side="right") at the reference points, then at the current points
     d_ref = np.abs(_rank_right(ref_sorted) / n1 - np.searchsorted(cur_sorted, ref_sorted, side="right") / n2).max()

@@ -50,8 +50,13 @@ def parse_model_ref(text: str) -> tuple[str, str]:
 
 
 def _quiet_mlflow() -> None:
+    import warnings
+
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\..*")
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -89,8 +94,16 @@ class TrackedRun:
 
         signature = infer_signature(input_example, _predict_sample(model, input_example))
         info = self._mlflow.sklearn.log_model(model, name="model", signature=signature,
-                                              input_example=input_example)
+                                              input_example=input_example,
+                                              skops_trusted_types=_own_types(model))
         return info.model_uri
+
+
+def _own_types(model: Any) -> list[str]:
+    """Types skops must be told to trust: those of the model loopml has just fitted itself."""
+    import skops.io as sio
+
+    return list(sio.get_untrusted_types(data=sio.dumps(model)))
 
 
 def _predict_sample(model: Any, X: Any) -> Any:
@@ -111,6 +124,7 @@ class Registry:
             _quiet_mlflow()
             import mlflow
 
+            _quiet_mlflow()  # again: importing mlflow configures its own loggers
             self.workspace.init()
             mlflow.set_tracking_uri(self.workspace.tracking_uri)
             mlflow.set_registry_uri(self.workspace.tracking_uri)
@@ -181,9 +195,16 @@ class Registry:
             return None
 
     def versions(self, name: str) -> list[ModelVersionRef]:
-        found = self.client.search_model_versions(f"name = '{name}'")
+        client = self.client
+        found = client.search_model_versions(f"name = '{name}'")
+        try:
+            by_version: dict[str, list[str]] = {}
+            for alias, version in (client.get_registered_model(name).aliases or {}).items():
+                by_version.setdefault(str(version), []).append(alias)
+        except Exception:  # noqa: BLE001 - no such model: no aliases
+            by_version = {}
         refs = [ModelVersionRef(mv.name, str(mv.version), mv.run_id, mv.source,
-                                list(getattr(mv, "aliases", []) or []), dict(mv.tags or {})) for mv in found]
+                                sorted(by_version.get(str(mv.version), [])), dict(mv.tags or {})) for mv in found]
         return sorted(refs, key=lambda r: int(r.version))
 
     def load_native(self, ref: ModelVersionRef) -> Any:

@@ -1,0 +1,94 @@
+"""Monitoring against a workspace: resolve the model, read a log window, compute.
+
+The statistics (:mod:`loopml.monitor.drift`) take plain values; this module is the glue
+the CLI, the alert evaluator and the report share: it looks up the champion's training
+reference profile through the registry and reads the window with DuckDB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopml.errors import MonitorError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopml.config import Workspace
+    from loopml.data.profile import ReferenceProfile
+    from loopml.monitor.result import DriftReport
+    from loopml.spec import ProjectSpec
+
+
+def try_load_spec(project: str | Path | None) -> "ProjectSpec | None":
+    """The project's spec when ``loopml.yaml`` exists there, else None (monitoring works without)."""
+    from loopml.spec import SPEC_FILE, load_spec
+
+    if project is None:
+        return None
+    p = Path(project)
+    if (p / SPEC_FILE).exists() or (p.is_file() and p.name.endswith((".yaml", ".yml"))):
+        return load_spec(p)
+    return None
+
+
+def champion_reference(ws: "Workspace", model: str) -> tuple[Any, "ReferenceProfile"]:
+    """``(ModelVersionRef, ReferenceProfile)`` for ``NAME[@ALIAS|/VERSION]`` (default champion)."""
+    from loopml.registry.client import Registry, parse_model_ref
+
+    name, ref = parse_model_ref(model)
+    registry = Registry(ws)
+    version = registry.resolve(name, ref)
+    return version, registry.reference_profile(version)
+
+
+def read_log_window(ws: "Workspace", name: str, *, last: int | None = None, since: float | None = None,
+                    until: float | None = None) -> "pd.DataFrame":
+    from loopml.monitor.windows import read_window
+
+    df = read_window(ws.predictions, name, last=last, since=since, until=until)
+    if len(df) == 0:
+        where = ws.predictions / name
+        raise MonitorError(f"no predictions logged for model '{name}' in that window (log: {where}); "
+                           "serve it with 'loopml serve' and send traffic first")
+    return df
+
+
+def drift_check(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "ProjectSpec | None" = None, *,
+                version: Any = None, segment: str | None = None) -> "DriftReport":
+    """Input drift (plus prediction drift as ``report.outputs``) of one log window."""
+    from loopml.monitor.drift import compute_drift
+    from loopml.monitor.segments import compute_prediction_drift
+
+    settings = spec.monitoring if spec is not None else None
+    features = None
+    target = None
+    if spec is not None:
+        target = spec.data.target
+        features = [c for c in spec.feature_columns(list(reference.columns)) if c in reference.columns]
+    report = compute_drift(reference, window, settings=settings, features=features)
+    report.outputs = compute_prediction_drift(reference, window, target=target, settings=settings)
+    if version is not None:
+        report.model, report.version = version.name, version.version
+    if "ts" in window.columns and len(window):
+        ts = window["ts"]
+        report.window.update({"rows": int(len(window)), "start": str(ts.min()), "end": str(ts.max())})
+    if segment:
+        from loopml.monitor.segments import compute_segment_drift
+
+        report.window["segments"] = {
+            k: r.to_dict() for k, r in compute_segment_drift(reference, window, segment, settings=settings,
+                                                             features=features).items()}
+    return report
+
+
+def check_model_drift(ws: "Workspace", model: str, *, spec: "ProjectSpec | None" = None,
+                      last: int | None = None, since: float | None = None, until: float | None = None,
+                      segment: str | None = None) -> "DriftReport":
+    """Drift of a model's latest log window against its champion's training reference."""
+    version, reference = champion_reference(ws, model)
+    if last is None and since is None:
+        last = spec.monitoring.window if spec is not None else 1000
+    window = read_log_window(ws, version.name, last=last, since=since, until=until)
+    return drift_check(reference, window, spec, version=version, segment=segment)

@@ -1,0 +1,59 @@
+"""The admin API (bearer token required): list, load, unload, reload, traffic policy.
+
+``GET /admin/models``                       every endpoint, versions and policy
+``POST /admin/reload``                      re-resolve every alias now (hot swap if moved)
+``POST /admin/models/{name}/reload``        the same for one endpoint
+``POST /admin/models/{name}/load``          serve a model, body ``{"ref": "champion"}``
+``DELETE /admin/models/{name}``             stop serving it (``POST .../unload`` too)
+``GET|PUT /admin/models/{name}/traffic``    read or set the policy (see :mod:`.traffic`)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopml.errors import BadRequest, MethodNotAllowed, RouteNotFound
+from loopml.serve.fleet import Fleet
+from loopml.serve.settings import EndpointSpec
+from loopml.serve.traffic import parse_policy
+
+
+async def handle(fleet: Fleet, method: str, path: str, payload: Any) -> tuple[int, dict]:
+    parts = [p for p in path.split("/") if p][1:]  # drop "admin"
+    if parts == ["reload"] and method == "POST":
+        return 200, {"models": await fleet.sync_all()}
+    if parts == ["models"] and method == "GET":
+        return 200, {"models": [ep.describe() for ep in fleet.endpoints.values()]}
+    if len(parts) < 2 or parts[0] != "models":
+        raise RouteNotFound(method, path)
+    name, action = parts[1], (parts[2] if len(parts) > 2 else None)
+    if len(parts) > 3:
+        raise RouteNotFound(method, path)
+    if action is None:
+        if method == "GET":
+            return 200, fleet.get(name).describe()
+        if method == "DELETE":
+            await fleet.remove(name)
+            return 200, {"unloaded": name}
+        raise MethodNotAllowed(method, path)
+    if action == "reload" and method == "POST":
+        ep = fleet.get(name)
+        await fleet.sync(ep)
+        return 200, ep.describe()
+    if action == "load" and method == "POST":
+        ref = (payload or {}).get("ref", "champion") if isinstance(payload, (dict, type(None))) else None
+        if not isinstance(ref, str) or not ref:
+            raise BadRequest("load body must be {\"ref\": \"ALIAS\" or \"VERSION\"}")
+        spec = EndpointSpec.parse(f"{name}/{ref}" if ref.isdigit() else f"{name}@{ref}")
+        return 200, (await fleet.add(spec)).describe()
+    if action == "unload" and method == "POST":
+        await fleet.remove(name)
+        return 200, {"unloaded": name}
+    if action == "traffic":
+        if method == "GET":
+            return 200, fleet.get(name).policy.to_dict()
+        if method in ("PUT", "POST"):
+            policy = parse_policy(payload)
+            return 200, (await fleet.set_policy(name, policy)).describe()
+        raise MethodNotAllowed(method, path)
+    raise RouteNotFound(method, path)

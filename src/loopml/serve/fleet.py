@@ -1,0 +1,179 @@
+"""The fleet: every endpoint of one server process, kept in step with the registry.
+
+:meth:`Fleet.sync` re-resolves an endpoint's refs (alias or version) and, when a ref
+now points at another version, hot-swaps: the new version is loaded and warmed in a
+thread beside the old one, the endpoint switches to it in one assignment, and the old
+deployment is retired in the background once its in-flight requests are done. No
+request ever sees a half-loaded model. A poll task runs :meth:`sync_all` every
+``poll_interval_s``; the admin API calls it on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from loopml.config import Workspace
+from loopml.errors import LoopmlError, ModelNotFound
+from loopml.serve.endpoint import Deployment, Endpoint
+from loopml.serve.recorder import PredictionRecorder
+from loopml.serve.runtime import ModelRuntime
+from loopml.serve.settings import EndpointSpec, ServeSettings
+from loopml.serve.traffic import TrafficPolicy
+
+log = logging.getLogger("loopml.serve")
+
+
+class Fleet:
+    """Endpoints + registry + prediction recorders. ``__init__`` stores; :meth:`start` loads."""
+
+    def __init__(self, workspace: Workspace, specs: list[EndpointSpec], settings: ServeSettings, *,
+                 registry: Any = None, metrics: Any = None) -> None:
+        self.workspace = workspace
+        self.specs = list(specs)
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.endpoints: dict[str, Endpoint] = {}
+        self.recorders: dict[str, PredictionRecorder] = {}
+        self._poll_task: asyncio.Task | None = None
+        self._retiring: set[asyncio.Task] = set()
+        self.started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.registry is None:
+            from loopml.registry.client import Registry
+
+            self.registry = Registry(self.workspace)
+        for spec in self.specs:
+            await self.add(spec)
+        if self.settings.poll_interval_s > 0:
+            self._poll_task = asyncio.get_running_loop().create_task(self._poll(), name="loopml-poll")
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop polling, let every deployment finish its requests, flush the prediction log."""
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            try:
+                await self._poll_task
+            except asyncio.CancelledError:
+                pass
+            self._poll_task = None
+        for ep in list(self.endpoints.values()):
+            for d in ep.deployments():
+                await d.retire(self.settings.drain_timeout_s)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        for rec in self.recorders.values():
+            await asyncio.to_thread(rec.close)
+        self.started = False
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            await self.sync_all(quiet=True)
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def add(self, spec: EndpointSpec) -> Endpoint:
+        """Serve a new endpoint (or re-point an existing one at ``spec.ref``)."""
+        ep = self.endpoints.get(spec.name)
+        if ep is None:
+            ep = Endpoint(spec)
+        else:
+            ep.spec = spec
+        if self.settings.log_predictions and spec.name not in self.recorders:
+            self.recorders[spec.name] = PredictionRecorder(self.workspace.predictions, spec.name).start()
+        await self.sync(ep)
+        self.endpoints[spec.name] = ep
+        return ep
+
+    async def remove(self, name: str) -> None:
+        ep = self.endpoints.pop(name, None)
+        if ep is None:
+            raise ModelNotFound(name)
+        for d in ep.deployments():
+            self._retire(d)
+
+    async def set_policy(self, name: str, policy: TrafficPolicy) -> Endpoint:
+        ep = self.get(name)
+        async with ep.lock:
+            ep.policy = policy
+        await self.sync(ep)
+        return ep
+
+    def get(self, name: str) -> Endpoint:
+        ep = self.endpoints.get(name)
+        if ep is None:
+            raise ModelNotFound(name)
+        return ep
+
+    @property
+    def ready(self) -> bool:
+        return self.started and all(ep.ready for ep in self.endpoints.values())
+
+    # -- syncing with the registry ------------------------------------------------------------
+
+    async def sync_all(self, quiet: bool = False) -> dict[str, dict]:
+        out = {}
+        for ep in list(self.endpoints.values()):
+            try:
+                await self.sync(ep)
+            except LoopmlError as e:
+                ep.last_error = str(e)
+                if not quiet:
+                    raise
+            except Exception as e:  # noqa: BLE001 - the registry may be briefly unreachable
+                ep.last_error = f"{type(e).__name__}: {e}"
+                log.warning("syncing %s failed: %s", ep.name, ep.last_error)
+                if not quiet:
+                    raise
+            out[ep.name] = ep.describe()
+        return out
+
+    async def sync(self, ep: Endpoint) -> None:
+        """Bring ``ep`` to the versions its refs point at now (hot swap when they moved)."""
+        async with ep.lock:
+            primary_ref = await asyncio.to_thread(self.registry.resolve, ep.name, ep.spec.ref)
+            existing = ep.deployments()
+            new_primary = await self._deploy_if_changed(existing, primary_ref)
+            challenger_ref = None
+            if ep.policy.needs_challenger:
+                try:
+                    challenger_ref = await asyncio.to_thread(self.registry.resolve, ep.name, ep.policy.challenger)
+                except ModelNotFound:
+                    challenger_ref = None  # no challenger: the policy falls back to the primary
+            new_challenger = None
+            if challenger_ref is not None and str(challenger_ref.version) != new_primary.version:
+                rest = [d for d in existing if d is not new_primary]
+                new_challenger = await self._deploy_if_changed(rest, challenger_ref)
+            old = [d for d in existing if d is not new_primary and d is not new_challenger]
+            new_primary.label = ep.primary_label
+            if new_challenger is not None:
+                new_challenger.label = ep.challenger_label
+            ep.primary, ep.challenger = new_primary, new_challenger  # the switch
+            ep.last_error = None
+        for d in old:
+            self._retire(d)
+
+    async def _deploy_if_changed(self, candidates: list[Deployment], ref: Any) -> Deployment:
+        """A running deployment of ``ref``'s version, or a new one loaded and warmed."""
+        for d in candidates:
+            if d.version == str(ref.version) and not d.retired:
+                return d
+        runtime = ModelRuntime(self.registry, ref, predict_in_thread=self.settings.predict_in_thread)
+        await asyncio.to_thread(runtime.load)
+        if self.metrics is not None:
+            self.metrics.model_loaded(runtime.name, runtime.version, runtime.load_seconds or 0.0)
+        log.info("loaded %s version %s in %.2fs", runtime.name, runtime.version, runtime.load_seconds)
+        return Deployment(runtime, self.settings, label="", recorder=self.recorders.get(runtime.name),
+                          on_batch=self.metrics.batch if self.metrics is not None else None)
+
+    def _retire(self, d: Deployment) -> None:
+        task = asyncio.get_running_loop().create_task(d.retire(self.settings.drain_timeout_s))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)

@@ -1,0 +1,194 @@
+"""Open Inference Protocol v2 (REST): decode infer requests, encode responses and metadata.
+
+Two ways to send rows are accepted:
+- one tensor per input column, named as in the model signature, shape ``[n]`` or ``[n, 1]``;
+- one tensor of shape ``[n, k]`` (or ``[k]`` for a single row) holding the ``k`` columns in
+  signature order.
+``data`` may be flat (row-major) or nested. Outputs are ``predict`` (shape ``[n]``) and,
+for classifiers, ``predict_proba`` (shape ``[n, classes]``); ``outputs`` in the request
+picks among them (default: ``predict`` only, as MLServer's scikit-learn runtime does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+from loopml.errors import BadRequest, InvalidInput, PayloadTooLarge
+from loopml.serve.runtime import ModelRuntime, Prediction, Rows
+
+NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
+DATATYPES = NUMERIC | {"BOOL", "BYTES"}
+OUTPUTS = ("predict", "predict_proba")
+
+
+@dataclass(slots=True)
+class InferRequest:
+    rows: Rows
+    id: str | None
+    outputs: list[str]
+    parameters: dict | None
+    first_row: dict | None = None
+
+
+def _flatten(data: list) -> list:
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for x in stack[-1]:
+            if type(x) is list:
+                stack.append(iter(x))
+                break
+            out.append(x)
+        else:
+            stack.pop()
+    return out
+
+
+def _tensor(t: Any, i: int) -> tuple[str, list[int], str, list]:
+    if not isinstance(t, dict):
+        raise BadRequest(f"inputs[{i}] must be an object with name, shape, datatype and data")
+    name, shape, datatype, data = t.get("name"), t.get("shape"), t.get("datatype"), t.get("data")
+    if not isinstance(name, str):
+        raise BadRequest(f"inputs[{i}].name must be a string")
+    if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape) or not shape:
+        raise BadRequest(f"input '{name}': shape must be a non-empty list of non-negative integers")
+    if datatype not in DATATYPES:
+        raise BadRequest(f"input '{name}': datatype must be one of {sorted(DATATYPES)}. Got {datatype!r} instead.")
+    if not isinstance(data, list):
+        data = [data] if data is not None and not isinstance(data, dict) else None
+        if data is None:
+            raise BadRequest(f"input '{name}': data must be a list")
+    if any(type(x) is list for x in data):
+        data = _flatten(data)
+    if len(data) != prod(shape):
+        raise BadRequest(f"input '{name}': shape {shape} needs {prod(shape)} values, data has {len(data)}")
+    return name, shape, datatype, data
+
+
+def _check_datatype(runtime: ModelRuntime, column: str, datatype: str) -> None:
+    col = next((c for c in runtime.inputs if c.name == column), None)
+    if col is None:
+        return
+    ok = (datatype in NUMERIC or datatype == "BOOL") if col.numeric else (
+        datatype == "BOOL" if col.type == "boolean" else datatype == "BYTES")
+    if not ok:
+        raise InvalidInput(f"input '{column}' is {datatype} but the model expects {col.datatype}")
+
+
+def decode_infer(payload: Any, runtime: ModelRuntime, max_rows: int, key_column: str | None = None) -> InferRequest:
+    """Turn an OIP infer request (already parsed JSON) into rows in signature order.
+
+    ``key_column`` names the input a sticky traffic policy reads; a tensor of that name
+    is accepted even when it is not a model input, and its first value is returned.
+    """
+    if not isinstance(payload, dict):
+        raise BadRequest("infer request must be a JSON object with an 'inputs' list")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("infer request needs a non-empty 'inputs' list")
+    rid = payload.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise BadRequest("'id' must be a string")
+    params = payload.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest("'parameters' must be an object")
+    outputs = _requested_outputs(payload.get("outputs"), runtime)
+    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+    names = runtime.column_names
+    known = set(names)
+    first_row = None
+    if key_column is not None:
+        for t in tensors:
+            if t[0] == key_column:
+                first_row = {key_column: t[3][0] if t[3] else None}
+        if key_column not in known:
+            tensors = [t for t in tensors if t[0] != key_column] or tensors
+    columns: dict[str, Any] = {}
+    if all(t[0] in known for t in tensors):
+        n = None
+        for name, shape, datatype, data in tensors:
+            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+                raise BadRequest(f"input '{name}': a column tensor has shape [n] or [n, 1], got {shape}")
+            _check_datatype(runtime, name, datatype)
+            if n is None:
+                n = shape[0]
+            elif shape[0] != n:
+                raise BadRequest(f"input '{name}' has {shape[0]} rows, other inputs have {n}")
+            columns[name] = data
+        missing = [c for c in names if c not in columns]
+        if missing:
+            raise InvalidInput(f"missing input(s) {missing}; the model expects {names}")
+    elif len(tensors) == 1:
+        name, shape, datatype, data = tensors[0]
+        k = len(names)
+        if len(shape) == 2 and shape[1] == k:
+            n = shape[0]
+        elif len(shape) == 1 and shape[0] == k and k > 1:
+            n = 1
+        else:
+            raise InvalidInput(f"input '{name}' with shape {shape} does not match the model's {k} inputs "
+                               f"{names}; send one tensor per input or one tensor of shape [n, {k}]")
+        for j, c in enumerate(names):
+            _check_datatype(runtime, c, datatype)
+            columns[c] = data[j::k]
+    else:
+        unknown = [t[0] for t in tensors if t[0] not in known]
+        raise InvalidInput(f"unknown input(s) {unknown}; the model expects {names}")
+    if n > max_rows:
+        raise PayloadTooLarge("number of rows", max_rows)
+    if n == 0:
+        raise InvalidInput("the request has no rows")
+    return InferRequest(Rows(columns, n), rid, outputs, params, first_row)
+
+
+def _requested_outputs(req: Any, runtime: ModelRuntime) -> list[str]:
+    if req is None:
+        return ["predict"]
+    if not isinstance(req, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in req):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    allowed = output_names(runtime)
+    names = [o["name"] for o in req]
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise InvalidInput(f"unknown output(s) {bad}; this model has {allowed}")
+    return names or ["predict"]
+
+
+def output_names(runtime: ModelRuntime) -> list[str]:
+    return list(OUTPUTS) if runtime.is_classifier else ["predict"]
+
+
+def encode_infer(req: InferRequest, pred: Prediction, runtime: ModelRuntime, rid: str) -> dict:
+    n = req.rows.n
+    out = []
+    for name in req.outputs:
+        if name == "predict":
+            out.append({"name": "predict", "shape": [n], "datatype": runtime.predict_datatype(),
+                        "data": pred.predict})
+        elif name == "predict_proba" and pred.proba is not None:
+            out.append({"name": "predict_proba", "shape": list(pred.proba.shape), "datatype": "FP64",
+                        "data": pred.proba.ravel()})
+    body = {"model_name": runtime.name, "model_version": runtime.version, "id": rid, "outputs": out}
+    if req.parameters:
+        body["parameters"] = req.parameters
+    return body
+
+
+def model_metadata(runtime: ModelRuntime, versions: list[str]) -> dict:
+    outputs = [{"name": "predict", "datatype": runtime.predict_datatype(), "shape": [-1]}]
+    if runtime.is_classifier:
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(runtime.classes)]})
+    return {
+        "name": runtime.name,
+        "versions": versions,
+        "platform": "sklearn",
+        "inputs": [{"name": c.name, "datatype": c.datatype, "shape": [-1]} for c in runtime.inputs],
+        "outputs": outputs,
+        "parameters": {"version": runtime.version},
+    }
+
+
+def server_metadata(version: str) -> dict:
+    return {"name": "loopml", "version": version, "extensions": []}

@@ -1,0 +1,83 @@
+import json
+
+import pandas as pd
+import pytest
+
+from loopml.errors import ModelNotFound, RegistrationError
+from loopml.registry import audit
+from loopml.registry.client import CHAMPION, Registry, parse_model_ref
+
+
+def test_parse_model_ref():
+    assert parse_model_ref("fraud") == ("fraud", "champion")
+    assert parse_model_ref("fraud@challenger") == ("fraud", "challenger")
+    assert parse_model_ref("fraud/3") == ("fraud", "3")
+
+
+def test_resolve_load_signature(registered_model):
+    ws, name = registered_model
+    reg = Registry(ws)
+    ref = reg.resolve(name)
+    assert ref.version == "1" and CHAMPION in reg.versions(name)[0].aliases
+    model = reg.load_native(ref)
+    sig = reg.signature(ref)
+    names = [c["name"] for c in sig["inputs"]]
+    assert "amount" in names and "is_fraud" not in names
+    row = pd.DataFrame([{n: 1.0 for n in names}]).assign(merchant_category="grocery", country="US")
+    assert model.predict(row[names]).shape == (1,)
+    profile = reg.reference_profile(ref)
+    assert profile.columns["amount"].kind == "numeric"
+    with pytest.raises(ModelNotFound):
+        reg.resolve(name, "7")
+    with pytest.raises(ModelNotFound):
+        reg.resolve("nope")
+
+
+def test_promote_rollback_history_and_audit(registered_model, project):
+    from loopml.loop.pipeline import run_pipeline
+    from loopml.spec import load_spec
+
+    ws, name = registered_model
+    reg = Registry(ws)
+    spec = load_spec(project)
+    r2 = run_pipeline(spec, ws, project_dir=project, source=str(project / "data" / "transactions_recent.csv"))
+    assert r2.version == "2" and r2.promoted
+    assert reg.resolve(name).version == "2"
+    back = reg.rollback(name, "test says so")
+    assert (back.previous, back.version, back.action) == ("2", "1", "rollback")
+    assert reg.resolve(name).version == "1"
+    tags = reg.resolve(name, "1").tags
+    assert tags["loopml.champion_why"] == "test says so" and tags["loopml.champion_by"]
+    changes = reg.history(name)
+    assert [c.version for c in changes if c.alias == CHAMPION] == ["1", "2", "1"]
+    # the audit log is JSON lines, one per change, and survives a torn last line
+    with open(ws.audit_log, "a") as fh:
+        fh.write('{"ts": 1, "model": "fr')
+    assert len(audit.read(ws.audit_log, name)) == len(changes)
+    assert all(json.loads(l)["model"] == name for l in ws.audit_log.read_text().splitlines()[:-1])
+
+
+def test_promote_unknown_version_changes_nothing(registered_model):
+    ws, name = registered_model
+    reg = Registry(ws)
+    before = ws.audit_log.read_text()
+    with pytest.raises(ModelNotFound):
+        reg.promote(name, "42")
+    assert ws.audit_log.read_text() == before
+    assert reg.resolve(name).version == "1"
+    with pytest.raises(RegistrationError, match="no earlier champion"):
+        reg.rollback(name)
+
+
+def test_broken_version_never_gets_an_alias(registered_model, tmp_path):
+    ws, name = registered_model
+    reg = Registry(ws)
+    bogus = tmp_path / "not-a-model"
+    bogus.mkdir()
+    (bogus / "MLmodel").write_text("flavors: {}\n")
+    run_id = reg.resolve(name).run_id
+    with pytest.raises(RegistrationError, match="does not load"):
+        reg.register(str(bogus), name, run_id, {})
+    broken = reg.versions(name)[-1]
+    assert broken.version == "2" and broken.tags.get("loopml.status") == "broken" and broken.aliases == []
+    assert reg.resolve(name).version == "1"
