@@ -12,6 +12,8 @@ from scipy.spatial.distance import jensenshannon
 from loopml.data.profile import build_profile
 from loopml.monitor import stats as ms
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy's own exact->asymp notice
+
 TOL = dict(rel=1e-9, abs=1e-9)
 
 # samples with ties (small integer grid) or continuous values, including negatives

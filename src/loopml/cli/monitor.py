@@ -13,6 +13,11 @@ from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspa
 app = typer.Typer(help="Watch served models: drift, data quality, live metrics, alerts, reports.",
                   no_args_is_help=True)
 
+
+@app.callback()
+def _group() -> None:
+    """Watch served models: drift, data quality, live metrics, alerts, reports."""
+
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="NAME, NAME@ALIAS or NAME/VERSION (default alias: champion).")]
 WindowOpt = Annotated[Optional[int], typer.Option("--window", "-w", help="Check the last N logged rows (default: monitoring.window).")]
 SinceOpt = Annotated[Optional[str], typer.Option("--since", help="Start of the window: a duration ago (2h), ISO time or epoch seconds.")]

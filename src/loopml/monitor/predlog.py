@@ -168,10 +168,10 @@ def read_predictions(root: str | Path, model: str, *, since: float | None = None
         return pd.DataFrame(columns=list(META_COLUMNS))
     where, params = [], []
     if since is not None:
-        where.append("ts >= to_timestamp(?)")
+        where.append("CAST(ts AS TIMESTAMPTZ) >= to_timestamp(?)")  # ts may be TIMESTAMPTZ_NS
         params.append(float(since))
     if until is not None:
-        where.append("ts < to_timestamp(?)")
+        where.append("CAST(ts AS TIMESTAMPTZ) < to_timestamp(?)")
         params.append(float(until))
     sql = "SELECT * FROM read_parquet(?, union_by_name=true)"
     if where:

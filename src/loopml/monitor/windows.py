@@ -89,7 +89,7 @@ def log_extent(root: str | Path, model: str) -> tuple[float | None, float | None
     con = duckdb.connect()
     try:
         lo, hi, n = con.execute(
-            "SELECT epoch(min(ts)), epoch(max(ts)), count(*) FROM read_parquet(?, union_by_name=true)", [files]
+            "SELECT epoch(CAST(min(ts) AS TIMESTAMPTZ)), epoch(CAST(max(ts) AS TIMESTAMPTZ)), count(*) FROM read_parquet(?, union_by_name=true)", [files]
         ).fetchone()
     finally:
         con.close()

@@ -70,6 +70,7 @@ class ServeApp:
                 try:
                     await self.fleet.start()
                 except Exception as e:  # noqa: BLE001 - report, uvicorn exits
+                    self.fleet.startup_error = e
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
                 await send({"type": "lifespan.startup.complete"})

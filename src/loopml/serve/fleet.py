@@ -40,6 +40,7 @@ class Fleet:
         self._poll_task: asyncio.Task | None = None
         self._retiring: set[asyncio.Task] = set()
         self.started = False
+        self.startup_error: BaseException | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
