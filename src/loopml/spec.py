@@ -92,6 +92,58 @@ class MonitoringSpec(_Strict):
     features: dict[str, dict[str, Any]] = {}
 
 
+class RolloutStep(_Strict):
+    """One step of a progressive rollout: shadow (challenger answers off the record) or canary."""
+
+    kind: Literal["shadow", "canary"]
+    weight: float = Field(0.0, ge=0, le=1)
+    min_requests: int | None = Field(None, ge=1)
+
+
+def _default_steps() -> list[RolloutStep]:
+    return [RolloutStep(kind="shadow", min_requests=200), RolloutStep(kind="canary", weight=0.05),
+            RolloutStep(kind="canary", weight=0.25), RolloutStep(kind="canary", weight=0.5)]
+
+
+class RolloutSpec(_Strict):
+    """How a challenger that passed the gate reaches 100%, and when it is rolled back.
+
+    After the last step the challenger is promoted (100%). At each step the controller waits
+    for ``min_requests`` challenger answers (shadow or canary), then compares challenger and
+    champion over that step: it rolls back when a threshold is crossed and advances otherwise.
+    """
+
+    steps: list[RolloutStep] = Field(default_factory=_default_steps)
+    min_requests: int = Field(100, ge=1)
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    max_p99_ratio: float = Field(2.0, gt=0)
+    p99_slack_ms: float = Field(5.0, ge=0)
+    max_prediction_divergence: float | None = Field(None, ge=0, le=1)
+    min_shadow_agreement: float | None = Field(None, ge=0, le=1)
+    max_online_metric_drop: float | None = Field(None, ge=0)
+    step_timeout_s: float = Field(600.0, gt=0)
+    latency_budget_ms: float | None = Field(50.0, gt=0)
+
+
+class TriggerSpec(_Strict):
+    """What starts a retraining: drift, a schedule, new data; ``loopml retrain`` always can."""
+
+    on_drift: bool = True
+    drift_check_interval_s: float = Field(10.0, gt=0)
+    drift_min_rows: int = Field(500, ge=1)
+    interval_s: float | None = Field(None, gt=0)
+    watch: str | None = None
+    debounce_s: float = Field(30.0, ge=0)
+
+
+class RetrainSpec(_Strict):
+    """The training window of automatic retraining."""
+
+    source: str | None = None  # default: data.source; a folder means every CSV/Parquet file in it
+    include_reference: bool = False
+    max_rows: int | None = Field(None, ge=1)
+
+
 class ProjectSpec(_Strict):
     """The whole of ``loopml.yaml``."""
 
@@ -103,6 +155,9 @@ class ProjectSpec(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     serving: ServingSpec = ServingSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    triggers: TriggerSpec = TriggerSpec()
+    retrain: RetrainSpec = RetrainSpec()
 
     @model_validator(mode="after")
     def _defaults(self) -> "ProjectSpec":

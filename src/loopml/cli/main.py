@@ -24,9 +24,11 @@ err_console = Console(stderr=True)
 
 def _mount() -> None:
     """Attach the sub-command groups owned by their own modules (imported lazily at start)."""
+    from loopml.cli import loop as loop_cli
     from loopml.cli import model as model_cli
 
     model_cli.register(app)
+    loop_cli.register(app)
     for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor")):
         try:
             sub = __import__(module, fromlist=["app"])

@@ -100,3 +100,153 @@ def drift(
         console.print(f"{verdict}  decided by {report.decided_by}: {report.rule}")
     if fail_on_drift and report.drifted:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    window: WindowOpt = None,
+    history: Annotated[int, typer.Option(help="Earlier windows of the same size to plot over time.")] = 12,
+    every: Annotated[str, typer.Option(help="Time bucket for live metrics from labels.")] = "1h",
+    project: ProjectOpt = Path("."),
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Write a self-contained HTML report (plots inline, opens without network)."""
+    from loopml.monitor.html_report import write_html_report
+    from loopml.monitor.labels import labels_folder, performance, read_labelled
+    from loopml.monitor.metrics import drift_metrics
+    from loopml.monitor.service import champion_reference, read_log_window, try_load_spec, window_metrics
+    from loopml.monitor.windows import iter_windows
+
+    ws = workspace(home, tracking_uri)
+    spec = try_load_spec(project)
+    version, reference = champion_reference(ws, model)
+    size = window or (spec.monitoring.window if spec is not None else 1000)
+    current = read_log_window(ws, version.name, last=size)
+    drift_report, quality, _ = window_metrics(reference, current, spec, version=version)
+    past = list(iter_windows(ws.predictions, version.name, size=size))[-history:]
+    from loopml.monitor.service import drift_check
+
+    hist = [{"label": w.label, "metrics": drift_metrics(drift_check(reference, df, spec))} for w, df in past if len(df)]
+    task = spec.task if spec is not None else ("classification" if "out.proba" in current.columns else "regression")
+    labelled = read_labelled(ws.predictions, labels_folder(ws.home, version.name), version.name)
+    perf = performance(labelled, task, every=every, by=()) if len(labelled) else None
+    path = write_html_report(out, drift_report, history=hist, performance=perf, quality=quality)
+    _console().print(f"report written to [bold]{path}[/] ({'DRIFT' if drift_report.drifted else 'no drift'}; "
+                     f"{len(hist)} windows over time)")
+
+
+@app.command()
+def labels(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet of ground truth.")],
+    model: ModelOpt,
+    id_column: Annotated[str, typer.Option(help="Key column: request_id, or an input id column logged with each prediction.")] = "request_id",
+    label_column: Annotated[Optional[str], typer.Option(help="Label column (default: the spec's target, else 'label').")] = None,
+    every: Annotated[Optional[str], typer.Option(help="Metrics per time window of this size (1h, 1d...); default: overall.")] = None,
+    project: ProjectOpt = Path("."),
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest delayed labels and show live metrics per window, model version and variant."""
+    import pandas as pd
+
+    from loopml.errors import DataSourceError
+    from loopml.monitor.labels import ingest_labels, labels_folder, performance, read_labelled
+    from loopml.monitor.service import try_load_spec
+    from loopml.registry.client import parse_model_ref
+
+    ws = workspace(home, tracking_uri)
+    spec = try_load_spec(project)
+    name, _ = parse_model_ref(model)
+    label_column = label_column or (spec.data.target if spec is not None else "label")
+    try:
+        df = pd.read_parquet(file) if file.suffix in (".parquet", ".pq") else pd.read_csv(file)
+    except (OSError, ValueError) as exc:
+        raise DataSourceError(str(file), f"cannot read labels ({exc})") from None
+    folder = labels_folder(ws.home, name)
+    _, n = ingest_labels(folder, df, id_column=id_column, label_column=label_column)
+    joined = read_labelled(ws.predictions, folder, name, id_column=id_column)
+    task = spec.task if spec is not None else ("classification" if "out.proba" in joined.columns else "regression")
+    rows = performance(joined, task, every=every)
+    if as_json:
+        typer.echo(json.dumps({"ingested": n, "matched": int(len(joined)), "metrics": rows}, default=str))
+        return
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"ingested {n:,} labels; {len(joined):,} logged predictions of '{name}' now have a label")
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k in ("window_start", "version", "variant")]
+    mets = [k for k in rows[0] if k not in keys]
+    t = Table(title=f"live {task} metrics")
+    for k in keys + mets:
+        t.add_column(k, justify="left" if k in keys else "right")
+    for r in rows:
+        t.add_row(*[str(r.get(k))[:16] for k in keys], *[_fmt(r.get(k), 4) if k != "count" else f"{int(r[k]):,}" for k in mets])
+    console.print(t)
+
+
+@app.command()
+def alerts(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="With --check: the model to evaluate.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Evaluate the rules on the latest window now and notify.")] = False,
+    rules_file: Annotated[Optional[Path], typer.Option("--rules", help="YAML file of alert rules (default: monitoring.alerts in loopml.yaml).")] = None,
+    export_prometheus: Annotated[Optional[Path], typer.Option("--export-prometheus", help="Write the rules as a Prometheus alerting-rules file.")] = None,
+    interval: Annotated[str, typer.Option(help="Evaluation interval assumed by the Prometheus export.")] = "5m",
+    window: WindowOpt = None,
+    project: ProjectOpt = Path("."),
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List open alerts and recent notifications; evaluate rules with --check; export to Prometheus."""
+    from loopml.monitor.alert_store import AlertStore
+    from loopml.monitor.service import check_alerts, load_rules, try_load_spec
+
+    ws = workspace(home, tracking_uri)
+    spec = try_load_spec(project)
+    rules = load_rules(spec, rules_file)
+    console = _console()
+    if export_prometheus is not None:
+        from loopml.monitor.prom_rules import prometheus_rules_yaml
+
+        export_prometheus.write_text(prometheus_rules_yaml(rules, evaluation_interval=interval))
+        console.print(f"{len(rules)} rules written to [bold]{export_prometheus}[/]")
+        return
+    if check:
+        if not model:
+            raise typer.BadParameter("--check needs --model NAME")
+        events, delivered, failed = check_alerts(ws, model, rules, spec=spec, last=window)
+        for e in events:
+            console.print(e.message)
+        for e, err in failed:
+            console.print(f"[yellow]delivery pending for {e.rule}: {err}[/]")
+    with AlertStore(ws.state_db) as store:
+        states, events = store.states(), store.events(limit=20)
+    if as_json:
+        from dataclasses import asdict
+
+        typer.echo(json.dumps({"alerts": [asdict(s) for s in states], "events": [asdict(e) for e in events]}))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"alerts ({len(rules)} rules)")
+    for col in ("rule", "model", "status", "breaches", "value", "since"):
+        t.add_column(col)
+    for s in states:
+        style = {"firing": "bold red", "pending": "yellow"}.get(s.status, "")
+        t.add_row(s.rule, s.model, f"[{style}]{s.status}[/]" if style else s.status, str(s.breaches),
+                  _fmt(s.value), _when_ts(s.since))
+    console.print(t)
+    for e in events[-10:]:
+        console.print(f"[dim]{_when_ts(e.ts)}[/] {e.message}{'' if e.delivered else ' [yellow](not delivered yet)[/]'}")
+
+
+def _when_ts(ts: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"

@@ -47,6 +47,8 @@ SPEC_TEMPLATE = {
     },
     "serving": {"port": 8080, "max_batch_size": 64, "max_delay_ms": 2},
     "monitoring": {"window": 2000, "psi_threshold": 0.2, "fdr": 0.05},
+    "retrain": {"source": "data/transactions_recent.csv"},
+    "triggers": {"on_drift": True, "drift_check_interval_s": 5, "drift_min_rows": 500, "debounce_s": 60},
 }
 
 

@@ -92,3 +92,58 @@ def check_model_drift(ws: "Workspace", model: str, *, spec: "ProjectSpec | None"
         last = spec.monitoring.window if spec is not None else 1000
     window = read_log_window(ws, version.name, last=last, since=since, until=until)
     return drift_check(reference, window, spec, version=version, segment=segment)
+
+
+def window_metrics(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "ProjectSpec | None" = None,
+                   *, version: Any = None) -> tuple["DriftReport", Any, dict[str, float]]:
+    """Drift, quality and their flat metrics (for alert rules and gauges) of one window."""
+    from loopml.monitor.metrics import drift_metrics, quality_metrics
+    from loopml.monitor.quality import check_quality
+
+    report = drift_check(reference, window, spec, version=version)
+    quality = check_quality(reference, window, features=[f.name for f in report.features])
+    return report, quality, {**drift_metrics(report), **quality_metrics(quality)}
+
+
+def load_rules(spec: "ProjectSpec | None", rules_file: str | Path | None = None) -> list:
+    """Alert rules from a YAML file (a list, or a mapping with ``alerts:``) or the spec's
+    ``monitoring.alerts``."""
+    from loopml.monitor.alerts import parse_rules
+
+    if rules_file is not None:
+        import yaml
+
+        p = Path(rules_file)
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            from loopml.errors import SpecError
+
+            raise SpecError(str(p), f"cannot read alert rules ({exc})") from None
+        if isinstance(raw, dict):
+            raw = raw.get("alerts", raw.get("monitoring", {}).get("alerts", []))
+        return parse_rules(raw, str(p))
+    raw = getattr(spec.monitoring, "alerts", []) if spec is not None else []
+    return [r if not isinstance(r, dict) else parse_rules([r])[0] for r in raw]
+
+
+def check_alerts(ws: "Workspace", model: str, rules: list, *, spec: "ProjectSpec | None" = None,
+                 last: int | None = None, now: float | None = None):
+    """Evaluate the rules on the model's latest window, persist, and deliver notifications.
+
+    Returns ``(events queued now, delivered, failed)``.
+    """
+    from loopml.monitor.alert_delivery import deliver_pending
+    from loopml.monitor.alert_store import AlertStore
+    from loopml.monitor.alerts import evaluate
+
+    version, reference = champion_reference(ws, model)
+    if last is None:
+        last = spec.monitoring.window if spec is not None else 1000
+    window = read_log_window(ws, version.name, last=last)
+    _, _, metrics = window_metrics(reference, window, spec, version=version)
+    window_end = float(window["ts"].max().timestamp())
+    with AlertStore(ws.state_db) as store:
+        events = evaluate(rules, version.name, metrics, window_end=window_end, store=store, now=now)
+        delivered, failed = deliver_pending(store, rules, log_path=ws.home / "alerts.jsonl")
+    return events, delivered, failed

@@ -23,7 +23,8 @@ class AliasChange:
     previous: str | None
     who: str
     why: str
-    action: str = "set"  # "set" | "rollback" | "delete"
+    action: str = "set"  # "set" | "rollback" | "rollout-<decision>" | "trigger"
+    evidence: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,6 +39,16 @@ def _login() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no user database in some containers
         return "unknown"
+
+
+def record_event(path: Path, model: str, action: str, why: str, *, version: str | None = None,
+                 previous: str | None = None, evidence: dict | None = None, who: str | None = None,
+                 alias: str = "traffic") -> AliasChange:
+    """Append a decision that is not an alias change (a rollout step, a trigger) to the audit log."""
+    change = AliasChange(ts=now(), model=model, alias=alias, version=version, previous=previous,
+                         who=who or current_user(), why=why, action=action, evidence=evidence)
+    append(path, change)
+    return change
 
 
 def append(path: Path, change: AliasChange) -> None:
@@ -63,7 +74,8 @@ def read(path: Path, model: str | None = None) -> list[AliasChange]:
         except json.JSONDecodeError:
             continue  # a torn last line after a crash is skipped, never fatal
         if model is None or d.get("model") == model:
-            out.append(AliasChange(**d))
+            known = {k: v for k, v in d.items() if k in AliasChange.__dataclass_fields__}
+            out.append(AliasChange(**known))
     return out
 
 

@@ -73,6 +73,12 @@ class ServeApp:
                     self.fleet.startup_error = e
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
+                if self.settings.tune_gc:
+                    import gc
+
+                    gc.collect()
+                    gc.freeze()  # loaded models never need scanning again
+                    gc.set_threshold(50_000, 50, 100)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._shadow_tasks:

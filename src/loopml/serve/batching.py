@@ -111,18 +111,19 @@ class Batcher:
                     self.busy = False
 
     async def _gather_more(self) -> None:
-        """Wait (at most max_delay) for more rows, only when arrivals say more are coming."""
+        """Wait for more rows while they keep arriving: after each arrival, at most twice the
+        recent mean gap for the next one, and never past ``max_delay`` from the start."""
         if self.max_delay <= 0:
             return
-        first = time.monotonic()
-        until = first + self.max_delay
+        until = time.monotonic() + self.max_delay
         while self.queued_rows < self.max_batch_size and not self._closed:
             now = time.monotonic()
-            if now >= until or self._last_arrival + self._gap > until:
+            wait = min(until - now, max(2.0 * self._gap, 20e-6))
+            if wait <= 0 or self._last_arrival + self._gap > until:
                 return
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), until - now)
+                await asyncio.wait_for(self._wake.wait(), wait)
             except asyncio.TimeoutError:
                 return
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from loopml.serve.batching import merge_rows
 from loopml.serve.runtime import InputColumn, Prediction, Predictor, Rows
 
 
@@ -53,7 +54,12 @@ class PredictionRecorder:
         from loopml.monitor.predlog import PredictionLogWriter
 
         if self._thread is None:
-            self.writer = PredictionLogWriter(self.root, self.model, flush_interval_s=self.flush_interval_s).start()
+            import pandas  # noqa: F401 - pay the first write's imports now, not mid-traffic
+            import pyarrow.parquet  # noqa: F401
+
+            # large, rare flushes: each write holds the GIL for a while, so fewer is kinder to p99
+            self.writer = PredictionLogWriter(self.root, self.model, flush_rows=50_000,
+                                              flush_interval_s=self.flush_interval_s).start()
             self._thread = threading.Thread(target=self._run, name=f"recorder-{self.model}", daemon=True)
             self._thread.start()
         return self
@@ -79,21 +85,40 @@ class PredictionRecorder:
         return max(0.0, time.time() - last)
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            rows = item[0]
-            try:
-                records = build_records(*item, model=self.model)
-                if not self.writer.append(records):
-                    self.dropped += rows.n
-                else:
-                    self.recorded += rows.n
-            except Exception:  # noqa: BLE001 - logging must never take serving down
-                self.dropped += rows.n
-            finally:
-                self.pending -= rows.n
+        stop = False
+        while not stop:
+            items = [self._queue.get()]
+            while len(items) < 4096:  # coalesce what queued up: one conversion per column
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if items[-1] is None:
+                stop = True
+                items.pop()
+            groups: dict[tuple, list] = {}
+            for it in items:
+                groups.setdefault((it[2], it[3], id(it[4])), []).append(it)
+            for group in groups.values():
+                self._write(group)
+
+    def _write(self, group: list) -> None:
+        n = sum(it[0].n for it in group)
+        try:
+            rows = merge_rows([it[0] for it in group])
+            pred = _concat([it[1] for it in group])
+            _, _, version, variant, inputs, _ = group[0]
+            records = build_records(rows, pred, version, variant, inputs, group[0][5], model=self.model)
+            for rec, ts in zip(records, _row_times(group)):
+                rec["ts"] = ts
+            if self.writer.append(records):
+                self.recorded += n
+            else:
+                self.dropped += n
+        except Exception:  # noqa: BLE001 - logging must never take serving down
+            self.dropped += n
+        finally:
+            self.pending -= n
 
     def close(self) -> None:
         """Record everything queued, flush and fsync the log, stop the thread."""
@@ -103,6 +128,17 @@ class PredictionRecorder:
         self._thread.join()
         self._thread = None
         self.writer.close()
+
+
+def _concat(preds: list[Prediction]) -> Prediction:
+    if len(preds) == 1:
+        return preds[0]
+    proba = None if preds[0].proba is None else np.concatenate([p.proba for p in preds])
+    return Prediction(np.concatenate([p.predict for p in preds]), proba)
+
+
+def _row_times(group: list) -> list[float]:
+    return [it[5] for it in group for _ in range(it[0].n)]
 
 
 def build_records(rows: Rows, pred: Prediction, version: str, variant: str,

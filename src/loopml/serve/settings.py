@@ -56,7 +56,7 @@ class ServeSettings:
     """
 
     max_batch_size: int = 64
-    max_delay_ms: float = 2.0
+    max_delay_ms: float = 1.0
     max_queue_rows: int = 4096
     max_body_bytes: int = 10 * 1024 * 1024
     max_rows: int = 10_000
@@ -65,7 +65,8 @@ class ServeSettings:
     log_predictions: bool = True
     admin_token: str | None = None
     inference_token: str | None = None
-    predict_in_thread: bool = True
+    predict_in_thread: bool = False
+    tune_gc: bool = False  # freeze startup objects, rarer GC passes (set by the CLI)
     extra: dict = field(default_factory=dict)
 
     @classmethod

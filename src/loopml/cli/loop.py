@@ -1,0 +1,241 @@
+"""``loopml up``, ``status``, ``retrain`` and ``rollout``: the closed loop, running."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspace
+
+console = Console(log_path=False)
+rollout_app = typer.Typer(help="Inspect or steer the rollout in progress.", no_args_is_help=True)
+
+
+def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
+       port: Annotated[Optional[int], typer.Option(help="Server port (default: the spec's serving.port).")] = None,
+       run_for: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None) -> None:
+    """Start the server and the controller for the project (retrain, gate, progressive rollout)."""
+    from loopml.loop.admin_client import ServerClient
+    from loopml.loop.controller import Controller
+    from loopml.loop.server_process import ServerProcess, admin_token
+    from loopml.registry.client import Registry
+    from loopml.spec import load_spec
+
+    spec = load_spec(project)
+    ws = workspace(home, tracking_uri)
+    token = admin_token(ws)
+    if Registry(ws).try_resolve(spec.name) is None:
+        console.log(f"no champion for {spec.name} yet: running the pipeline first")
+        from loopml.cli.model import _progress_pipeline
+
+        _progress_pipeline(spec, ws, project)
+    server = ServerProcess.adopt(ws)
+    started = False
+    if server is None:
+        server = ServerProcess(ws, [f"{spec.name}@champion"], host=spec.serving.host,
+                               port=port if port is not None else spec.serving.port, token=token).start()
+        started = True
+        console.log(f"serving {spec.name}@champion at {server.url}")
+    else:
+        console.log(f"adopted the running server at {server.url} (pid {server.pid})")
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__("now", True))
+    deadline = time.monotonic() + run_for if run_for else None
+    ctl = Controller(spec, ws, ServerClient(server.url, token), project_dir=project, say=console.log)
+    try:
+        ctl.run(lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if started:
+            server.stop()
+            console.log("server stopped")
+
+
+def status(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
+           as_json: JsonOpt = False,
+           watch: Annotated[bool, typer.Option("--watch", help="Refresh live until Ctrl-C.")] = False) -> None:
+    """What is served, the traffic split, open alerts and any rollout in progress."""
+    from rich.live import Live
+
+    def snapshot() -> dict:
+        return _status(project, home, tracking_uri)
+
+    if as_json:
+        console.print_json(json.dumps(snapshot(), default=str))
+        return
+    if not watch:
+        console.print(_render(snapshot()))
+        return
+    with Live(_render(snapshot()), console=console, refresh_per_second=2) as live:
+        try:
+            while True:
+                time.sleep(1)
+                live.update(_render(snapshot()))
+        except KeyboardInterrupt:
+            pass
+
+
+def _status(project: Path, home, tracking_uri) -> dict:
+    from loopml.errors import LoopmlError
+    from loopml.loop.admin_client import ServerClient
+    from loopml.loop.server_process import ServerProcess, admin_token
+    from loopml.loop.state import StateStore
+    from loopml.registry.client import Registry
+    from loopml.spec import load_spec
+
+    spec = load_spec(project)
+    ws = workspace(home, tracking_uri)
+    reg = Registry(ws)
+    out: dict = {"model": spec.name, "versions": [{"version": v.version, "aliases": v.aliases,
+                                                   "rollout": v.tags.get("loopml.rollout")}
+                                                  for v in reg.versions(spec.name)]}
+    server = ServerProcess.adopt(ws)
+    out["server"] = None
+    if server is not None:
+        out["server"] = {"url": server.url, "pid": server.pid}
+        try:
+            out["served"] = ServerClient(server.url, admin_token(ws, create=False)).describe(spec.name)
+        except LoopmlError as exc:
+            out["served"] = {"error": str(exc)}
+    store = StateStore(ws.state_db)
+    active = store.active_rollout(spec.name)
+    out["rollout"] = active.to_dict() if active else None
+    out["triggers"] = [t.to_dict() for t in store.triggers(spec.name, limit=5)]
+    out["alerts"] = _open_alerts(ws, spec.name)
+    return out
+
+
+def _open_alerts(ws, model: str) -> list:
+    try:
+        from loopml.monitor.alerts import open_alerts  # provided by the monitor package when present
+    except ImportError:
+        return []
+    try:
+        return [a if isinstance(a, dict) else getattr(a, "to_dict", lambda: str(a))() for a in open_alerts(ws, model)]
+    except Exception:  # noqa: BLE001 - status must render even when alerts cannot be read
+        return []
+
+
+def _render(s: dict) -> Table:
+    t = Table(title=f"loopml status: {s['model']}", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value", overflow="fold")
+    t.add_row("versions", ", ".join(f"v{v['version']}" + (f" [{','.join(v['aliases'])}]" if v["aliases"] else "")
+                                    + (f" ({v['rollout']})" if v["rollout"] else "") for v in s["versions"]) or "-")
+    if s["server"] is None:
+        t.add_row("server", "not running (start it with 'loopml up')")
+    else:
+        served = s.get("served") or {}
+        pol = served.get("policy") or {}
+        prim = (served.get("primary") or {}).get("version")
+        chal = (served.get("challenger") or {}).get("version")
+        split = {"single": f"100% v{prim}", "shadow": f"100% v{prim}, shadow to v{chal}",
+                 "canary": f"{1 - pol.get('weight', 0):.0%} v{prim} / {pol.get('weight', 0):.0%} v{chal}",
+                 "ab": f"A/B by {pol.get('key')}: {pol.get('weight', 0):.0%} to v{chal}"}.get(pol.get("kind"), str(served))
+        t.add_row("server", f"{s['server']['url']} (pid {s['server']['pid']})")
+        t.add_row("traffic", split)
+    r = s.get("rollout")
+    if r:
+        last = r["decisions"][-1]["reasons"] if r["decisions"] else []
+        t.add_row("rollout", f"#{r['id']} v{r['challenger']} vs v{r['champion']}: {r['status']}, step {r['step'] + 1}"
+                  + (f" — {'; '.join(last)}" if last else ""))
+    else:
+        t.add_row("rollout", "none in progress")
+    t.add_row("triggers", "\n".join(f"#{x['id']} {x['kind']} [{x['status']}] {x['cause']}" for x in s["triggers"]) or "-")
+    t.add_row("alerts", "\n".join(str(a) for a in s["alerts"]) or "none open")
+    return t
+
+
+def retrain(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
+            reason: Annotated[str, typer.Option(help="Recorded as the trigger's cause.")] = "requested by hand") -> None:
+    """Queue a retraining for the controller (debounced; queued behind a rollout in progress)."""
+    from loopml.loop.state import StateStore
+    from loopml.spec import load_spec
+
+    spec = load_spec(project)
+    ws = workspace(home, tracking_uri)
+    trig = StateStore(ws.state_db).add_trigger(spec.name, "manual", reason)
+    console.print(f"trigger {trig.id} {trig.status}" + (f" ({trig.result})" if trig.result else ""))
+
+
+def _steer(project: Path, home, tracking_uri, new_status: str, allowed: tuple[str, ...]) -> None:
+    from loopml.errors import LoopmlError
+    from loopml.loop.state import StaleRollout, StateStore
+    from loopml.registry import audit
+    from loopml.spec import load_spec
+
+    spec = load_spec(project)
+    ws = workspace(home, tracking_uri)
+    store = StateStore(ws.state_db)
+    r = store.active_rollout(spec.name)
+    if r is None:
+        raise LoopmlError(f"no rollout in progress for '{spec.name}'; see 'loopml status'")
+    if r.status not in allowed:
+        raise LoopmlError(f"rollout {r.id} is {r.status}; cannot {new_status} it now")
+    decision = {"action": f"manual-{new_status}", "reasons": [f"by {audit.current_user()}"], "evidence": {}}
+    audit.record_event(ws.audit_log, spec.name, f"rollout-manual-{new_status}", f"by hand: {new_status}",
+                       version=r.challenger, previous=r.champion)
+    try:
+        store.update_rollout(r, expect_status=r.status, decision=decision, status=new_status)
+    except StaleRollout as exc:
+        raise LoopmlError(f"rollout {r.id} changed meanwhile ({exc}); try again") from None
+    console.print(f"rollout {r.id}: {r.status} -> {new_status} (the controller applies it on its next tick)")
+
+
+@rollout_app.command("status")
+def rollout_status(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
+                   as_json: JsonOpt = False) -> None:
+    """The latest rollouts and every decision with its evidence."""
+    from loopml.loop.state import StateStore
+    from loopml.spec import load_spec
+
+    spec = load_spec(project)
+    rollouts = StateStore(workspace(home, tracking_uri).state_db).rollouts(spec.name, limit=5)
+    if as_json:
+        console.print_json(json.dumps([r.to_dict() for r in rollouts], default=str))
+        return
+    if not rollouts:
+        console.print("no rollouts yet")
+    for r in rollouts:
+        console.print(f"[bold]rollout {r.id}[/]: v{r.challenger} vs champion v{r.champion}: {r.status} (step {r.step + 1})")
+        for d in r.decisions:
+            console.print(f"  {d['action']}: " + "; ".join(d["reasons"]))
+
+
+@rollout_app.command("pause")
+def rollout_pause(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Hold the rollout at its current step (traffic stays as it is)."""
+    _steer(project, home, tracking_uri, "paused", ("running",))
+
+
+@rollout_app.command("resume")
+def rollout_resume(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Continue a paused rollout."""
+    _steer(project, home, tracking_uri, "running", ("paused",))
+
+
+@rollout_app.command("abort")
+def rollout_abort(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Roll back now: the champion serves 100%."""
+    _steer(project, home, tracking_uri, "rolling_back", ("running", "paused"))
+
+
+@rollout_app.command("promote")
+def rollout_promote(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
+    """Skip the remaining steps: promote the challenger to 100% now."""
+    _steer(project, home, tracking_uri, "promoting", ("running", "paused"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("status")(status)
+    app.command("retrain")(retrain)
+    app.add_typer(rollout_app, name="rollout")

@@ -1,0 +1,136 @@
+"""A self-contained HTML monitoring report: one file, inline SVG plots, no network.
+
+Sections: the verdict and the rule that decided it; drift scores ranked (each column's
+statistic relative to its threshold, so 1.0 is the line); reference vs current histogram
+per column; metrics over time (drift share and scores per window, live metrics once labels
+arrive); data quality issues.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopml.monitor import svg
+
+if TYPE_CHECKING:
+    from loopml.monitor.quality import QualityReport
+    from loopml.monitor.result import DriftReport, FeatureDrift
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+.verdict{padding:10px 14px;border-radius:6px;font-weight:600;display:inline-block}
+.drift{background:#fde0dc;color:#a4161a}.nodrift{background:#dff3e4;color:#1b5e20}
+table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}
+.grid{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777}.bad{color:#a4161a;font-weight:600}
+"""
+
+# counts the plots that actually laid out (non-empty box): a headless browser can check it
+_JS = """
+window.addEventListener('load',function(){var n=0;document.querySelectorAll('svg.plot').forEach(function(s){
+var r=s.getBoundingClientRect();if(r.width>0&&r.height>0&&s.querySelectorAll('rect,polyline').length>0)n++;});
+document.body.setAttribute('data-plots-rendered',String(n));});
+"""
+
+
+def drift_score(f: "FeatureDrift") -> float:
+    """A column's drift relative to its threshold: >= 1 means drifted."""
+    if f.statistic is None or f.threshold is None:
+        return 0.0
+    if f.method in ("ks", "chi2"):
+        q = f.q_value if f.q_value is not None else (f.p_value or 1.0)
+        return -math.log10(max(q, 1e-300)) / -math.log10(f.threshold)
+    return f.statistic / f.threshold
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.2e}" if x != 0 and abs(x) < 1e-3 else f"{x:.4f}"
+    return escape(str(x))
+
+
+def _feature_table(report: "DriftReport") -> str:
+    rows = ["<tr><th>column</th><th>kind</th><th>method</th><th>statistic</th><th>p-value</th><th>q-value</th>"
+            "<th>threshold</th><th>verdict</th><th>status / unseen categories</th></tr>"]
+    for f in sorted(report.features, key=lambda f: -drift_score(f)):
+        verdict = '<span class="bad">DRIFT</span>' if f.drifted else ("ok" if f.ok else "unchecked")
+        note = escape(f.status)
+        if f.unseen:
+            note += "; unseen: " + escape(", ".join(f"{k} ({v})" for k, v in list(f.unseen.items())[:10]))
+        rows.append(f"<tr><td>{escape(f.name)}</td><td>{f.kind}</td><td>{f.method}</td><td>{_fmt(f.statistic)}</td>"
+                    f"<td>{_fmt(f.p_value)}</td><td>{_fmt(f.q_value)}</td><td>{_fmt(f.threshold)}</td>"
+                    f"<td>{verdict}</td><td>{note}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def render_html_report(report: "DriftReport", *, history: list[dict[str, Any]] | None = None,
+                       performance: list[dict[str, Any]] | None = None,
+                       quality: "QualityReport | None" = None, title: str | None = None) -> str:
+    """The report as one HTML string.
+
+    ``history``: earlier windows, oldest first, each ``{"label": str, "metrics": {name: value}}``
+    (flat metrics, see :mod:`loopml.monitor.metrics`); ``performance``: rows of
+    :func:`loopml.monitor.labels.performance` with a ``window_start``.
+    """
+    name = f"{report.model or 'model'}" + (f" v{report.version}" if report.version else "")
+    title = title or f"loopml monitoring report: {name}"
+    w = report.window
+    parts = [f"<h1>{escape(title)}</h1>",
+             f'<p class="muted">generated {time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())}; window: '
+             f'{_fmt(w.get("rows", report.n_current))} rows {escape(str(w.get("start", "")))[:19]} .. '
+             f'{escape(str(w.get("end", "")))[:19]}; reference: {report.n_reference:,} rows</p>',
+             f'<p class="verdict {"drift" if report.drifted else "nodrift"}">'
+             f'{"DRIFT DETECTED" if report.drifted else "NO DRIFT"}</p>',
+             f"<p>Decided by <b>{escape(report.decided_by)}</b>: {escape(report.rule)}.</p>"]
+    checked = [f for f in report.features if f.ok]
+    parts.append("<h2>Drift scores, ranked</h2>")
+    parts.append(svg.ranked_bars([(f.name, drift_score(f), f.drifted) for f in checked],
+                                 title="statistic relative to its threshold (1.0 = threshold)"))
+    parts.append(_feature_table(report))
+    if report.outputs is not None and report.outputs.features:
+        parts.append("<h2>Prediction drift</h2>" + _feature_table(report.outputs))
+    plotted = checked + ([f for f in report.outputs.features if f.ok] if report.outputs is not None else [])
+    parts.append("<h2>Reference vs current, per column</h2><div class='grid'>")
+    parts.extend(svg.histogram(f.name, f.bins, f.reference_counts, f.current_counts) for f in plotted if f.bins)
+    parts.append("</div>")
+    if history:
+        xs = [h["label"] for h in history]
+        parts.append("<h2>Metrics over time</h2>")
+        share = [h["metrics"].get("drift.share") for h in history]
+        parts.append(svg.lines("share of drifted columns per window", xs, {"drift share": share}))
+        top = sorted({k for h in history for k in h["metrics"] if k.startswith("drift.feature.") and not k.endswith(".drifted")})
+        if top:
+            series = {k.removeprefix("drift.feature."): [h["metrics"].get(k) for h in history] for k in top[:8]}
+            parts.append(svg.lines("drift statistic per column per window", xs, series))
+    if performance:
+        xs = [str(r.get("window_start", i))[:16] for i, r in enumerate(performance)]
+        keys = [k for k in ("roc_auc", "accuracy", "f1", "recall", "precision", "mae", "rmse", "r2")
+                if any(k in r for r in performance)]
+        parts.append("<h2>Live metrics (labelled predictions)</h2>")
+        parts.append(svg.lines("metrics per window", xs, {k: [r.get(k) for r in performance] for k in keys}))
+    if quality is not None:
+        issues = quality.issues
+        parts.append("<h2>Data quality</h2>")
+        parts.append("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in issues) + "</ul>" if issues
+                     else "<p>No data quality issue in this window.</p>")
+    if report.problems:
+        parts.append("<h2>Columns not checked</h2><ul>" +
+                     "".join(f"<li>{escape(f.name)}: {escape(f.status)}</li>" for f in report.problems) + "</ul>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
+            + "\n".join(parts) + f"<script>{_JS}</script></body></html>")
+
+
+def write_html_report(path: str | Path, report: "DriftReport", **kwargs: Any) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(render_html_report(report, **kwargs), encoding="utf-8")
+    tmp.replace(p)
+    return p
