@@ -75,3 +75,47 @@ def test_drift_empty_window_is_a_clear_error(ws, tmp_path):
     res = runner.invoke(app, ["drift", "-m", "m", "--since", "10s", "--until", "5s", "--project", str(tmp_path)])
     assert isinstance(res.exception, MonitorError)
     assert "no predictions logged for model 'm'" in str(res.exception)
+
+
+def test_labels_command(ws, tmp_path):
+    import pandas as pd
+
+    from loopml.monitor.predlog import read_predictions
+
+    log = read_predictions(ws / "predictions", "m")
+    truth = pd.DataFrame({"request_id": log["request_id"], "label": log["out.prediction"]})
+    f = tmp_path / "truth.csv"
+    truth.to_csv(f, index=False)
+    res = runner.invoke(app, ["labels", str(f), "-m", "m", "--json", "--project", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["ingested"] == 2400 and d["matched"] == 2400
+    assert d["metrics"][0]["accuracy"] == 1.0 and d["metrics"][0]["version"] == "1"
+
+
+def test_report_command_writes_html(ws, tmp_path):
+    out = tmp_path / "report.html"
+    res = runner.invoke(app, ["report", "-m", "m", "--out", str(out), "-w", "600", "--project", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert "DRIFT DETECTED" in html and html.count('data-plot="timeseries"') >= 2
+    assert "4 windows over time" in res.output
+
+
+def test_alerts_command_check_list_and_export(ws, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("alerts:\n  - {name: InputDrift, metric: drift.detected, threshold: 1, for_windows: 1}\n"
+                     "  - {name: ColorUnseen, metric: quality.unseen_rate.color, threshold: 0.05}\n")
+    args = ["--rules", str(rules), "--project", str(tmp_path)]
+    res = runner.invoke(app, ["alerts", "--check", "-m", "m", "-w", "1000", *args])
+    assert res.exit_code == 0, res.output
+    assert "[FIRING] InputDrift on m" in res.output and "[FIRING] ColorUnseen on m" in res.output
+    # checking the same window again does not notify twice
+    res = runner.invoke(app, ["alerts", "--check", "-m", "m", "-w", "1000", "--json", *args])
+    d = json.loads(res.output)
+    assert {a["rule"]: a["status"] for a in d["alerts"]} == {"InputDrift": "firing", "ColorUnseen": "firing"}
+    assert len(d["events"]) == 2 and all(e["delivered"] for e in d["events"])
+    assert (ws / "alerts.jsonl").read_text().count("firing") == 2
+    prom = tmp_path / "rules.prom.yaml"
+    res = runner.invoke(app, ["alerts", "--export-prometheus", str(prom), *args])
+    assert res.exit_code == 0 and "loopml_drift_detected >= 1" in prom.read_text()

@@ -48,6 +48,14 @@ SPEC_TEMPLATE = {
     "serving": {"port": 8080, "max_batch_size": 64, "max_delay_ms": 2},
     "monitoring": {"window": 2000, "psi_threshold": 0.2, "fdr": 0.05},
     "retrain": {"source": "data/transactions_recent.csv"},
+    "rollout": {
+        "steps": [{"kind": "shadow", "min_requests": 200}, {"kind": "canary", "weight": 0.05, "min_requests": 50},
+                  {"kind": "canary", "weight": 0.25}, {"kind": "canary", "weight": 0.5}],
+        "min_requests": 100,
+        "max_error_rate_increase": 0.01,
+        "max_p99_ratio": 2.0,
+        "latency_budget_ms": 50,
+    },
     "triggers": {"on_drift": True, "drift_check_interval_s": 5, "drift_min_rows": 500, "debounce_s": 60},
 }
 

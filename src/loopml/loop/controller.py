@@ -104,19 +104,23 @@ class Controller:
         if new:
             self._trigger("new-data", "new file(s): " + ", ".join(Path(f).name for f in new))
 
-    def check_drift(self) -> bool:
+    def check_drift(self):
+        """Drift of the champion's recent traffic against its reference; queues a trigger when drifted.
+
+        Returns the :class:`~loopml.monitor.drift.DriftReport`, or None without enough traffic.
+        """
         from loopml.monitor.drift import compute_drift
         from loopml.monitor.predlog import read_predictions
 
         champion = self.registry.try_resolve(self.model, CHAMPION)
         if champion is None:
-            return False
+            return None
         log = read_predictions(self.workspace.predictions, self.model, last=self.spec.monitoring.window * 3)
         if len(log) == 0:
-            return False
+            return None
         log = log[log["version"].astype(str) == champion.version].tail(self.spec.monitoring.window)
         if len(log) < self.spec.triggers.drift_min_rows:
-            return False
+            return None
         reference = self.registry.reference_profile(champion)
         features = self.spec.feature_columns(list(reference.columns))
         report = compute_drift(reference, log, settings=self.spec.monitoring, features=features)
@@ -124,7 +128,7 @@ class Controller:
             names = [f.name for f in report.features if f.drifted]
             self._trigger("drift", f"drift alert on v{champion.version} over {len(log)} predictions: "
                                    f"{', '.join(names[:6])} ({getattr(report, 'rule', '')})")
-        return bool(report.drifted)
+        return report
 
     # -- retrain + gate ---------------------------------------------------------------------
     def retrain(self, trigger) -> Rollout | None:

@@ -131,7 +131,8 @@ def performance(labelled: pd.DataFrame, task: str, *, every: str | None = None,
     keys = [c for c in by if c in df.columns]
     if every:
         size = parse_duration(every)
-        secs = pd.to_datetime(df["ts"], utc=True).astype("int64") / 1e9
+        # resolution-agnostic epoch seconds (pandas may hold ns or us)
+        secs = ((pd.to_datetime(df["ts"], utc=True) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy()
         df["window_start"] = pd.to_datetime((np.floor(secs / size) * size), unit="s", utc=True)
         keys = ["window_start", *keys]
     rows = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import uuid
 from importlib import metadata
@@ -79,6 +80,8 @@ class ServeApp:
                     gc.collect()
                     gc.freeze()  # loaded models never need scanning again
                     gc.set_threshold(50_000, 50, 100)
+                    # background threads (prediction log) hand the GIL back sooner: steadier p99
+                    sys.setswitchinterval(0.0005)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._shadow_tasks:
