@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loopml.errors import SpecError
+from loopml.monitor.alerts import AlertRule
 
 SPEC_FILE = "loopml.yaml"
 
@@ -85,11 +86,15 @@ class ServingSpec(_Strict):
 
 
 class MonitoringSpec(_Strict):
+    """Drift checks: ``fdr`` is the Benjamini-Hochberg false-discovery rate across features;
+    ``features.<name>`` overrides ``method``, ``threshold``, ``skip``, ``min_rows`` per feature;
+    ``alerts`` are alert rules (see loopml.monitor.alerts.AlertRule)."""
+
     window: int = Field(1000, ge=1)
     psi_threshold: float = Field(0.2, gt=0)
-    p_value: float = Field(0.05, gt=0, lt=1)
     fdr: float = Field(0.05, gt=0, lt=1)
     features: dict[str, dict[str, Any]] = {}
+    alerts: list[AlertRule] = []
 
 
 class RolloutStep(_Strict):

@@ -105,7 +105,7 @@ def test_report_command_writes_html(ws, tmp_path):
 def test_alerts_command_check_list_and_export(ws, tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text("alerts:\n  - {name: InputDrift, metric: drift.detected, threshold: 1, for_windows: 1}\n"
-                     "  - {name: ColorUnseen, metric: quality.unseen_rate.color, threshold: 0.05}\n")
+                     "  - {name: ColorUnseen, metric: quality.unseen_rate.color, threshold: 0.02}\n")
     args = ["--rules", str(rules), "--project", str(tmp_path)]
     res = runner.invoke(app, ["alerts", "--check", "-m", "m", "-w", "1000", *args])
     assert res.exit_code == 0, res.output

@@ -137,3 +137,12 @@ def make_server(workspace, fake_registry):
 @pytest.fixture
 def server(make_server) -> ServerHandle:
     return make_server()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_feature_name_warning():
+    """The fast lane feeds sklearn plain matrices on purpose (see ModelRuntime.fast)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    yield

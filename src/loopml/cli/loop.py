@@ -114,14 +114,10 @@ def _status(project: Path, home, tracking_uri) -> dict:
 
 
 def _open_alerts(ws, model: str) -> list:
-    try:
-        from loopml.monitor.alerts import open_alerts  # provided by the monitor package when present
-    except ImportError:
-        return []
-    try:
-        return [a if isinstance(a, dict) else getattr(a, "to_dict", lambda: str(a))() for a in open_alerts(ws, model)]
-    except Exception:  # noqa: BLE001 - status must render even when alerts cannot be read
-        return []
+    from loopml.monitor.alert_store import AlertStore
+
+    with AlertStore(ws.state_db) as store:
+        return [f"{a.rule} {a.status} (value {a.value})" for a in store.states(active_only=True) if a.model == model]
 
 
 def _render(s: dict) -> Table:

@@ -102,7 +102,7 @@ def replay(url: str, frame: pd.DataFrame, features: list[str], progress: Progres
 class Traffic:
     """Background traffic: rows sent one per request, round and round, until stopped (bounded)."""
 
-    def __init__(self, url: str, frame: pd.DataFrame, features: list[str], workers: int = 4,
+    def __init__(self, url: str, frame: pd.DataFrame, features: list[str], workers: int = 3,
                  max_requests: int = 200_000) -> None:
         self.url, self.records, self.workers, self.max_requests = url, frame[features].to_dict(orient="records"), workers, max_requests
         self.stop_event = threading.Event()

@@ -18,6 +18,7 @@ from loopml.config import Workspace
 from loopml.errors import LoopmlError
 from loopml.loop import signals
 from loopml.loop.admin_client import ServerClient
+from loopml.loop.latency import latency_verdict
 from loopml.loop.rollout import ADVANCE, ROLLBACK, decide_step, policy_for, step_label
 from loopml.loop.state import Rollout, StaleRollout, StateStore
 from loopml.registry import audit
@@ -105,12 +106,15 @@ class Controller:
             self._trigger("new-data", "new file(s): " + ", ".join(Path(f).name for f in new))
 
     def check_drift(self):
-        """Drift of the champion's recent traffic against its reference; queues a trigger when drifted.
+        """Drift and quality of the champion's recent traffic against its reference.
 
-        Returns the :class:`~loopml.monitor.drift.DriftReport`, or None without enough traffic.
+        With alert rules in ``monitoring.alerts``, a rule that starts firing queues a retraining
+        (alert state persists in ``state.db``: a restart neither re-fires nor forgets); without
+        rules, the dataset drift verdict itself is the alert. Returns the
+        :class:`~loopml.monitor.drift.DriftReport`, or None without enough traffic.
         """
-        from loopml.monitor.drift import compute_drift
         from loopml.monitor.predlog import read_predictions
+        from loopml.monitor.service import window_metrics
 
         champion = self.registry.try_resolve(self.model, CHAMPION)
         if champion is None:
@@ -122,13 +126,27 @@ class Controller:
         if len(log) < self.spec.triggers.drift_min_rows:
             return None
         reference = self.registry.reference_profile(champion)
-        features = self.spec.feature_columns(list(reference.columns))
-        report = compute_drift(reference, log, settings=self.spec.monitoring, features=features)
-        if report.drifted:
+        report, _, metrics = window_metrics(reference, log, self.spec, version=champion)
+        rules = self.spec.monitoring.alerts
+        if rules:
+            self._evaluate_alerts(rules, metrics, float(log["ts"].max().timestamp()))
+        elif report.drifted:
             names = [f.name for f in report.features if f.drifted]
             self._trigger("drift", f"drift alert on v{champion.version} over {len(log)} predictions: "
-                                   f"{', '.join(names[:6])} ({getattr(report, 'rule', '')})")
+                                   f"{', '.join(names[:6])} ({report.rule})")
         return report
+
+    def _evaluate_alerts(self, rules, metrics: dict[str, float], window_end: float) -> None:
+        from loopml.monitor.alert_delivery import deliver_pending
+        from loopml.monitor.alert_store import AlertStore
+        from loopml.monitor.alerts import evaluate
+
+        with AlertStore(self.workspace.state_db) as store:
+            events = evaluate(rules, self.model, metrics, window_end=window_end, store=store)
+            deliver_pending(store, rules, log_path=self.workspace.home / "alerts.jsonl")
+        for e in events:
+            if e.kind == "firing":
+                self._trigger("alert", f"alert '{e.rule}' firing: {e.message}")
 
     # -- retrain + gate ---------------------------------------------------------------------
     def retrain(self, trigger) -> Rollout | None:
@@ -188,11 +206,12 @@ class Controller:
         from loopml.data.snapshot import load_snapshot
         from loopml.loop.latency import single_row_p99_ms
 
-        model = self.registry.load_native(self.registry.resolve(self.model, version))
+        challenger = self.registry.load_native(self.registry.resolve(self.model, version))
+        champion_ref = self.registry.try_resolve(self.model, CHAMPION)
+        champion = self.registry.load_native(champion_ref) if champion_ref else None
         frame = load_snapshot(snapshot_id, self.workspace).load_frame()
-        p99 = single_row_p99_ms(model, self.spec, frame)
-        ok = p99 <= budget
-        return ok, f"latency: single-row predict p99 {p99:.2f} ms vs budget {budget} ms -> {'ok' if ok else 'TOO SLOW'}"
+        p99, champ_p99 = single_row_p99_ms(challenger, self.spec, frame, against=champion)
+        return latency_verdict(p99, champ_p99, budget, self.spec.rollout.max_p99_ratio)
 
     # -- rollout ----------------------------------------------------------------------------
     def _apply_step(self, rollout: Rollout) -> None:

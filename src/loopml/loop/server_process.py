@@ -118,6 +118,7 @@ class ServerProcess:
         for m in self.models:
             cmd += ["-m", m]
         env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", "1")  # one request's predict must not fan out over every core
         if self.token:
             env["LOOPML_ADMIN_TOKEN"] = self.token
         self.log_path = run_dir(self.workspace) / "server.log"

@@ -166,6 +166,9 @@ class ServeApp:
 
     async def _oip_infer(self, scope, receive, ep, version, labels):
         headers = header_dict(scope)
+        labels[0] = ep.name
+        if ep.primary is not None:
+            labels[1], labels[2] = ep.primary.version, ep.primary.label
         auth.check_inference(self.settings.inference_token, headers)
         ctype = headers.get("content-type", "")
         if ctype and "json" not in ctype:
@@ -199,8 +202,10 @@ class ServeApp:
         auth.check_inference(self.settings.inference_token, headers)
         ep = self._default_endpoint(scope, headers)
         primary = ep.primary
+        labels[0] = ep.name
         if primary is None:
             ep.route(headers, None)  # raises ModelNotReady
+        labels[1], labels[2] = primary.version, primary.label
         body = await read_body(receive, headers, self.settings.max_body_bytes)
         ctype = headers.get("content-type", "application/json")
         key = ep.policy.key_column

@@ -144,12 +144,23 @@ def run(workspace: Workspace, endpoints: list[str], settings: ServeSettings, *, 
     sock = bind_socket(host, port)
     app = build_app(workspace, specs, settings)
     server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+    # handlers it found; no-op ones let a clean shutdown end with exit code 0.
+    _quiet_signals()
     server.run(sockets=[sock])
     err = _startup_error(app)
     if err is not None:
         if isinstance(err, LoopmlError):
             raise err
         raise ServeError(f"server failed to start: {err}")
+
+
+def _quiet_signals() -> None:
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
 
 
 def app_from_env():

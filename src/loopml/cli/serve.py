@@ -1,0 +1,99 @@
+"""``loopml serve`` and ``loopml traffic``: thin shells over loopml.serve.
+
+The lead mounts them: ``app.command("serve")(serve)`` and
+``app.add_typer(traffic_app, name="traffic")``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from loopml.cli.common import HomeOpt, TrackingOpt, workspace
+
+traffic_app = typer.Typer(help="Show or change an endpoint's traffic policy on a running server (admin API).")
+
+
+def serve(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="NAME, NAME@ALIAS or NAME/VERSION; repeatable.")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the port.")] = 1,
+    max_batch_size: Annotated[int, typer.Option(help="Most rows per predict call.")] = 64,
+    max_delay_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 1.0,
+    max_queue_rows: Annotated[int, typer.Option(help="Rows queued per model before 503.")] = 4096,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: off).")] = 2.0,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the prediction log.")] = False,
+    home: HomeOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Serve registered models over OIP v2 and the MLflow scoring protocol."""
+    from loopml.serve.server import run
+    from loopml.serve.settings import EndpointSpec, ServeSettings
+
+    specs = [EndpointSpec.parse(m) for m in model]
+    settings = ServeSettings.from_env(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
+                                      max_queue_rows=max_queue_rows, poll_interval_s=poll_interval,
+                                      log_predictions=not no_log, tune_gc=True)
+    ws = workspace(home, tracking_uri)
+    typer.echo(f"loopml serve: {', '.join(map(str, specs))} on http://{host}:{port} "
+               f"(workers={workers}, admin API {'on' if settings.admin_token else 'off'})", err=True)
+    run(ws, specs, settings, host=host, port=port, workers=workers, log_level="warning")
+
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="LOOPML_SERVE_URL", help="Server base URL.")]
+TokenOpt = Annotated[Optional[str], typer.Option("--token", envvar="LOOPML_ADMIN_TOKEN", help="Admin bearer token.")]
+
+
+def _admin(method: str, url: str, path: str, token: Optional[str], body: dict | None = None) -> dict:
+    import httpx
+
+    from loopml.errors import LoopmlError, ServeError
+
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = httpx.request(method, url.rstrip("/") + path, json=body, headers=headers, timeout=120)
+    except httpx.HTTPError as e:
+        raise ServeError(f"cannot reach {url}: {e}; is 'loopml serve' running?") from None
+    data = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    if r.status_code >= 400:
+        err = LoopmlError(f"{url}{path}: {data.get('error', r.text)}")
+        raise err
+    return data
+
+
+@traffic_app.command("show")
+def traffic_show(name: Annotated[str, typer.Argument(help="Model (endpoint) name.")], url: UrlOpt = "http://127.0.0.1:8080",
+                 token: TokenOpt = None) -> None:
+    """Print an endpoint's policy, versions and queue state."""
+    typer.echo(json.dumps(_admin("GET", url, f"/admin/models/{name}", token), indent=2))
+
+
+@traffic_app.command("set")
+def traffic_set(
+    name: Annotated[str, typer.Argument(help="Model (endpoint) name.")],
+    kind: Annotated[str, typer.Option("--kind", help="single, canary, ab or shadow.")] = "single",
+    weight: Annotated[float, typer.Option(help="Challenger share for canary / ab, 0..1.")] = 0.0,
+    key: Annotated[Optional[str], typer.Option(help="ab sticky key: header:NAME or input:COLUMN.")] = None,
+    challenger: Annotated[str, typer.Option(help="Challenger alias or version.")] = "challenger",
+    url: UrlOpt = "http://127.0.0.1:8080",
+    token: TokenOpt = None,
+) -> None:
+    """Set an endpoint's traffic policy, e.g. ``loopml traffic set fraud --kind canary --weight 0.1``."""
+    body = {"kind": kind, "challenger": challenger}
+    if kind in ("canary", "ab"):
+        body["weight"] = weight
+    if key is not None:
+        body["key"] = key
+    out = _admin("PUT", url, f"/admin/models/{name}/traffic", token, body)
+    typer.echo(json.dumps(out, indent=2))
+
+
+@traffic_app.command("reload")
+def traffic_reload(url: UrlOpt = "http://127.0.0.1:8080", token: TokenOpt = None) -> None:
+    """Re-resolve every alias now (hot swap to newly promoted versions)."""
+    typer.echo(json.dumps(_admin("POST", url, "/admin/reload", token), indent=2))
+
+
