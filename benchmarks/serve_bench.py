@@ -115,9 +115,9 @@ def start_servers(home: Path, tracking_uri: str, which: list[str]) -> dict[str, 
     procs = {}
     for kind in which:
         port = free_port()
-        if kind == "loopml":
+        if kind in ("loopml", "loopml-nolog"):
             cmd = [sys.executable, "-c", "from loopml.cli.main import main; main()", "serve", "-m", f"{NAME}@champion",
-                   "--host", "127.0.0.1", "--port", str(port)]
+                   "--host", "127.0.0.1", "--port", str(port)] + (["--no-log"] if kind == "loopml-nolog" else [])
         elif kind == "mlflow":
             cmd = [shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow", "models", "serve",
                    "-m", f"models:/{NAME}@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)]
@@ -181,7 +181,8 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    ap.add_argument("--servers", default="loopml,mlflow,echo")
+    ap.add_argument("--servers", default="loopml,loopml-nolog,mlflow,echo",
+                    help="loopml (prediction log on), loopml-nolog, mlflow, echo")
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -225,8 +226,8 @@ def render(results: dict, which: list[str], duration: int) -> str:
             echo = results.get(("echo", rows, conns))
             for kind in which:
                 r = results[(kind, rows, conns)]
-                vs_m = f"{r['rps'] / base['rps']:.1f}x" if base else "-"
-                vs_e = f"{100 * r['rps'] / echo['rps']:.0f}%" if echo else "-"
+                vs_m = f"{r['rps'] / base['rps']:.1f}x" if base and base["rps"] > 0 else "-"
+                vs_e = f"{100 * r['rps'] / echo['rps']:.0f}%" if echo and echo["rps"] > 0 else "-"
                 bad = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
                 lines.append(f"| {rows} row{'s' if rows > 1 else ''} | {conns} | {kind}{bad} | {r['rps']:.0f} | "
                              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {vs_m} | {vs_e} |")

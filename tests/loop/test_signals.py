@@ -7,7 +7,7 @@ TEXT = """# HELP loopml_requests_total Requests
 # TYPE loopml_requests_total counter
 loopml_requests_total{model="fraud",version="1",variant="champion",status="200"} 90.0
 loopml_requests_total{model="fraud",version="2",variant="challenger",status="200"} 8.0
-loopml_requests_total{model="fraud",version="2",variant="challenger",status="500"} 2.0
+loopml_requests_total{model="fraud",version="2",variant="challenger",status="422"} 2.0
 loopml_requests_total{model="other",version="2",variant="challenger",status="500"} 50.0
 # HELP loopml_request_duration_seconds Latency
 # TYPE loopml_request_duration_seconds histogram

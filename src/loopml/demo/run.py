@@ -63,14 +63,19 @@ class DemoSummary:
         return "\n".join(lines)
 
 
-def _post(client, rec: dict) -> str:
+def _send(client, rec: dict) -> tuple[int, str]:
     import orjson
 
     body = orjson.dumps({"dataframe_records": [rec]}, option=orjson.OPT_SERIALIZE_NUMPY)
     r = client.post("/invocations", content=body, headers={"content-type": "application/json"})
-    if r.status_code != 200:
-        raise LoopmlError(f"server answered {r.status_code}: {r.text[:200]}")
-    return r.headers.get(VERSION_HEADER, "?")
+    return r.status_code, r.headers.get(VERSION_HEADER, "?")
+
+
+def _post(client, rec: dict) -> str:
+    status, version = _send(client, rec)
+    if status != 200:
+        raise LoopmlError(f"server answered {status} (version {version}) during replay")
+    return version
 
 
 def replay(url: str, frame: pd.DataFrame, features: list[str], progress: Progress | None = None,
@@ -106,7 +111,8 @@ class Traffic:
                  max_requests: int = 200_000) -> None:
         self.url, self.records, self.workers, self.max_requests = url, frame[features].to_dict(orient="records"), workers, max_requests
         self.stop_event = threading.Event()
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # successful answers by version
+        self.failures: dict[str, int] = {}  # failed answers by version ("?" when none answered)
         self.errors = 0
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -118,16 +124,17 @@ class Traffic:
         with httpx.Client(base_url=self.url, timeout=30) as client:
             while not self.stop_event.is_set() and sent < self.max_requests // self.workers:
                 try:
-                    v = _post(client, self.records[i % len(self.records)])
-                except (LoopmlError, httpx.HTTPError):
-                    with self._lock:
-                        self.errors += 1
-                    continue
-                finally:
-                    i += self.workers
-                    sent += 1
+                    status, v = _send(client, self.records[i % len(self.records)])
+                except httpx.HTTPError:
+                    status, v = 0, "?"
+                i += self.workers
+                sent += 1
                 with self._lock:
-                    self.counts[v] = self.counts.get(v, 0) + 1
+                    if status == 200:
+                        self.counts[v] = self.counts.get(v, 0) + 1
+                    else:
+                        self.errors += 1
+                        self.failures[v] = self.failures.get(v, 0) + 1
 
     def __enter__(self) -> "Traffic":
         self._threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(self.workers)]

@@ -246,6 +246,7 @@ class Controller:
             self._record(rollout, f"rollout-advance", decision)
             if rollout.step + 1 >= len(steps):
                 rollout = self._transition(rollout, "running", decision, status="promoting")
+                self.say(f"[rollout] {step_label(step)} passed: {'; '.join(decision.reasons)} -> 100%")
                 self._finish_promotion(rollout)
             else:
                 rollout = self._transition(rollout, "running", decision, step=rollout.step + 1,

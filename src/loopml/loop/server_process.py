@@ -72,11 +72,13 @@ class ServerProcess:
     """A ``loopml serve`` child process; :meth:`stop` sends SIGTERM (graceful: the log is flushed)."""
 
     def __init__(self, workspace: Workspace, models: list[str], *, host: str = "127.0.0.1", port: int = 0,
-                 poll_interval: float = 1.0, token: str | None = None, extra_args: list[str] | None = None) -> None:
+                 poll_interval: float = 1.0, token: str | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.workspace, self.models, self.host = workspace, models, host
         self.port = port or free_port()
         self.poll_interval, self.token = poll_interval, token
         self.extra_args = extra_args or []
+        self.env = env or {}
         self.pid: int | None = None
         self.proc: subprocess.Popen | None = None
 
@@ -117,7 +119,7 @@ class ServerProcess:
                "--home", str(self.workspace.home), "--poll-interval", str(self.poll_interval), *self.extra_args]
         for m in self.models:
             cmd += ["-m", m]
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("OMP_NUM_THREADS", "1")  # one request's predict must not fan out over every core
         if self.token:
             env["LOOPML_ADMIN_TOKEN"] = self.token

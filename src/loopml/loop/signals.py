@@ -1,5 +1,9 @@
 """Live evidence for a rollout step: what champion and challenger did since the step began.
 
+Errors are answers with status >= 400 labelled with a version and variant: the request
+reached that model and failed there (a model that raises answers 422). Champion and
+challenger see the same traffic, so comparing their rates cancels out bad client input.
+
 Two sources, both real: the server's ``/metrics`` (Prometheus text: request counts by
 version, variant and status, and latency histograms) and the prediction log (predictions
 by version and variant, for distribution divergence and shadow agreement). Counters are
@@ -81,7 +85,7 @@ def variant_stats(counters: dict[str, float], version: str, variants: tuple[str,
             continue
         if name.startswith(REQUESTS) and name.endswith("_total"):
             stats.requests += value
-            if status and int(status) >= 500:
+            if status and int(status) >= 400:  # a request that reached this version and failed there
                 stats.errors += value
         elif name == LATENCY + "_bucket":
             bound = math.inf if le in ("+Inf", "inf") else float(le)
@@ -113,7 +117,9 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
 
 
 def shadow_errors(counters: dict[str, float], version: str) -> float:
-    return sum(v for k, v in counters.items() if k.startswith(SHADOW_ERRORS) and k.split("|")[1] == version)
+    """Failed shadow predictions (the server labels them by model, and by version when it can)."""
+    return sum(v for k, v in counters.items()
+               if k.startswith(SHADOW_ERRORS) and k.split("|")[1] in ("", version))
 
 
 def js_divergence(a: np.ndarray, b: np.ndarray, bins: int = 10) -> float | None:

@@ -154,8 +154,12 @@ class Fleet:
                 new_challenger = await self._deploy_if_changed(rest, challenger_ref)
             old = [d for d in existing if d is not new_primary and d is not new_challenger]
             new_primary.label = ep.primary_label
+            new_primary.runtime.predict_in_thread = self.settings.predict_in_thread
             if new_challenger is not None:
                 new_challenger.label = ep.challenger_label
+                # a challenger (canary or shadow) predicts in its own thread, so a slow one never
+                # blocks the event loop on which the champion answers
+                new_challenger.runtime.predict_in_thread = True
             ep.primary, ep.challenger = new_primary, new_challenger  # the switch
             ep.last_error = None
         for d in old:

@@ -45,7 +45,7 @@ def build_estimator(path: str, params: dict[str, Any], *, source: str = "loopml.
     except (TypeError, ValueError) as exc:
         raise SpecError(source, f"model.params: {exc}") from None
     validate = getattr(est, "_validate_params", None)
-    if callable(validate):
+    if callable(validate) and hasattr(est, "_parameter_constraints"):
         try:
             validate()
         except (TypeError, ValueError) as exc:
