@@ -154,11 +154,12 @@ class Fleet:
                 new_challenger = await self._deploy_if_changed(rest, challenger_ref)
             old = [d for d in existing if d is not new_primary and d is not new_challenger]
             new_primary.label = ep.primary_label
-            new_primary.runtime.predict_in_thread = self.settings.predict_in_thread
+            new_primary.runtime.predict_in_thread = self.settings.predict_in_thread or new_challenger is not None
             if new_challenger is not None:
                 new_challenger.label = ep.challenger_label
-                # a challenger (canary or shadow) predicts in its own thread, so a slow one never
-                # blocks the event loop on which the champion answers
+                # With a challenger (canary or shadow), both variants predict in their own threads:
+                # a slow challenger never blocks the event loop the champion answers on, and the
+                # two are timed alike, so the rollout's latency comparison is fair.
                 new_challenger.runtime.predict_in_thread = True
             ep.primary, ep.challenger = new_primary, new_challenger  # the switch
             ep.last_error = None

@@ -54,7 +54,7 @@ def _tensor(t: Any, i: int) -> tuple[str, list[int], str, list]:
         raise BadRequest(f"inputs[{i}].name must be a string")
     if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape) or not shape:
         raise BadRequest(f"input '{name}': shape must be a non-empty list of non-negative integers")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise BadRequest(f"input '{name}': datatype must be one of {sorted(DATATYPES)}. Got {datatype!r} instead.")
     if not isinstance(data, list):
         data = [data] if data is not None and not isinstance(data, dict) else None
