@@ -10,7 +10,6 @@ half-written file and nothing acknowledged by :meth:`PredictionLogWriter.close` 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 import uuid
@@ -31,18 +30,30 @@ def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def records_to_columns(records: list[dict[str, Any]]) -> tuple[dict, dict, dict, int]:
+    """``(meta, inputs, outputs, n)`` of row records, the arguments of ``append_columns``."""
+    n = len(records)
+    meta = {k: [r.get(k) for r in records] for k in META_COLUMNS}
+    names_in: dict[str, None] = {}
+    names_out: dict[str, None] = {}
+    for r in records:
+        names_in.update(dict.fromkeys(r.get("inputs") or ()))
+        names_out.update(dict.fromkeys(r.get("outputs") or ()))
+    inputs = {k: [(r.get("inputs") or {}).get(k) for r in records] for k in names_in}
+    outputs = {k: [(r.get("outputs") or {}).get(k) for r in records] for k in names_out}
+    return meta, inputs, outputs, n
+
+
 def write_part(folder: Path, rows: list[dict[str, Any]]) -> Path:
-    """Write rows as one Parquet part file, atomically (temp + fsync + rename)."""
-    import pandas as pd
-    import pyarrow as pa
+    """Write row records as one Parquet part file, atomically (temp + fsync + rename)."""
+    return write_table_part(folder, build_table([_chunk(*records_to_columns(rows))]))
+
+
+def write_table_part(folder: Path, table) -> Path:
+    """Write a PyArrow table as one Parquet part file: temp name, fsync, rename, fsync the folder."""
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame.from_records([flatten_record(r) for r in rows])
-    df["ts"] = pd.to_datetime(df["ts"], unit="s", utc=True)
-    for col in ("request_id", "model", "version", "variant"):
-        df[col] = df[col].astype("string")
-    table = pa.Table.from_pandas(df, preserve_index=False)
     name = f"part-{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = folder / f".{name}.tmp"
     with open(tmp, "wb") as fh:
@@ -66,11 +77,96 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-class PredictionLogWriter:
-    """Batches prediction records in memory (bounded) and writes them from a thread.
+# -- columnar chunks ------------------------------------------------------------------------------
+# A chunk is (columns, n): full column name -> scalar (same for all n rows), list or 1-d array.
+# Chunks stay as the caller gave them until a flush, which concatenates each column once
+# (NumPy for arrays, one list for the rest) and hands it to PyArrow.
 
-    ``append`` never blocks the caller: when the queue is full the records are
-    counted in ``dropped`` and ``append`` returns False.
+Chunk = tuple[dict[str, Any], int]
+_STRING_META = ("request_id", "model", "version", "variant")
+
+
+def _chunk(meta: dict[str, Any], inputs: dict[str, Any], outputs: dict[str, Any], n: int) -> Chunk:
+    cols = {k: meta.get(k) for k in META_COLUMNS}
+    for k, v in inputs.items():
+        cols[IN_PREFIX + k] = v
+    for k, v in outputs.items():
+        cols[OUT_PREFIX + k] = v
+    return cols, n
+
+
+def _is_scalar(v: Any) -> bool:
+    return not isinstance(v, (list, tuple)) and not (hasattr(v, "__len__") and hasattr(v, "dtype")
+                                                     and getattr(v, "ndim", 0) > 0)
+
+
+def _column(parts: list[Any], counts: list[int]):
+    """One NumPy array or list holding every part (scalar, list or array) back to back."""
+    import numpy as np
+
+    if all(isinstance(p, np.ndarray) and p.ndim == 1 for p in parts):
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if all(_is_scalar(p) for p in parts) and len(set(map(type, parts))) == 1:
+        try:
+            if len(set(parts)) == 1:
+                return [parts[0]] * sum(counts)
+        except TypeError:  # unhashable values: take the general path
+            pass
+    out: list = []
+    for p, n in zip(parts, counts):
+        if _is_scalar(p):
+            out.extend([p.item() if hasattr(p, "item") else p] * n)
+        elif isinstance(p, np.ndarray):
+            out.extend(p.tolist())
+        else:
+            out.extend(p)
+    return out
+
+
+def _ts_array(values):
+    import numpy as np
+    import pyarrow as pa
+
+    arr = np.asarray(values, dtype=np.float64)
+    ns = np.where(np.isfinite(arr), arr * 1e9, 0).astype(np.int64)
+    return pa.array(ns, type=pa.timestamp("ns", tz="UTC"), mask=~np.isfinite(arr))
+
+
+def build_table(chunks: list[Chunk]):
+    """One PyArrow table of the chunks, columns ``META_COLUMNS`` then ``in.*`` then ``out.*``."""
+    import numpy as np
+    import pyarrow as pa
+
+    counts = [n for _, n in chunks]
+    names: dict[str, None] = dict.fromkeys(META_COLUMNS)
+    for cols, _ in chunks:
+        names.update(dict.fromkeys(k for k in cols if k.startswith(IN_PREFIX)))
+    for cols, _ in chunks:
+        names.update(dict.fromkeys(k for k in cols if k.startswith(OUT_PREFIX)))
+    arrays = []
+    for name in names:
+        col = _column([cols.get(name) for cols, _ in chunks], counts)
+        if name == "ts":
+            arrays.append(_ts_array([np.nan if v is None else v for v in col] if isinstance(col, list) else col))
+        elif name in _STRING_META:
+            if isinstance(col, np.ndarray):
+                col = col.tolist()
+            if not all(type(v) is str for v in col):
+                col = [None if v is None else str(v) for v in col]
+            arrays.append(pa.array(col, type=pa.string()))
+        else:
+            arrays.append(pa.array(col, from_pandas=True))  # NaN -> null, as pandas did
+    return pa.Table.from_arrays(arrays, names=list(names))
+
+
+class PredictionLogWriter:
+    """Buffers predictions in memory (bounded) and writes Parquet parts from its own thread.
+
+    Two ways in, both non-blocking: :meth:`append_columns` (columnar, what the server uses)
+    and :meth:`append` (row records). Neither converts anything: the caller's arrays are
+    kept as they are until the writer thread flushes, every ``flush_interval_s`` or once
+    ``flush_rows`` rows wait. When ``max_queue_rows`` rows already wait, the new rows are
+    counted in ``dropped`` and the call returns False.
     """
 
     def __init__(self, root: str | Path, model: str, *, flush_rows: int = 1000,
@@ -82,11 +178,14 @@ class PredictionLogWriter:
         self.max_queue_rows = max_queue_rows
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue()
+        self.failed = 0
+        self.last_write_ts: float | None = None
+        self._buf: list[Chunk] = []
         self._queued_rows = 0
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
         self._thread: threading.Thread | None = None
-        self.last_write_ts: float | None = None
 
     @property
     def folder(self) -> Path:
@@ -94,62 +193,82 @@ class PredictionLogWriter:
 
     @property
     def pending(self) -> int:
+        """Rows accepted but not yet in a part file."""
         return self._queued_rows
 
     def start(self) -> "PredictionLogWriter":
         if self._thread is None:
+            self._stop = False
             self._thread = threading.Thread(target=self._run, name=f"predlog-{self.model}", daemon=True)
             self._thread.start()
         return self
 
-    def append(self, records: list[dict[str, Any]]) -> bool:
-        n = len(records)
+    def append_columns(self, meta: dict[str, Any], inputs: dict[str, Any], outputs: dict[str, Any],
+                       n: int) -> bool:
+        """Queue ``n`` predictions given by column; never blocks, never converts.
+
+        ``meta`` holds ``request_id, ts, model, version, variant`` (``ts`` in epoch
+        seconds), each a scalar (the same for all ``n`` rows) or ``n`` values; ``inputs``
+        and ``outputs`` map names (without the ``in.``/``out.`` prefix) to ``n`` values, a
+        list or a 1-d NumPy array. The arrays are kept by reference: do not mutate them.
+        """
+        if n <= 0:
+            return True
+        chunk = _chunk(meta, inputs, outputs, n)
         with self._lock:
             if self._queued_rows + n > self.max_queue_rows:
                 self.dropped += n
                 return False
             self._queued_rows += n
-        self._queue.put(records)
+            self._buf.append(chunk)
+            full = self._queued_rows >= self.flush_rows
+        if full:
+            self._wake.set()
         return True
 
+    def append(self, records: list[dict[str, Any]]) -> bool:
+        """Queue row records (``request_id, ts, model, version, variant, inputs, outputs``)."""
+        if not records:
+            return True
+        return self.append_columns(*records_to_columns(records))
+
     def close(self) -> None:
-        """Flush everything queued, then stop the thread."""
+        """Write everything queued (fsynced), then stop the thread."""
         if self._thread is None:
             return
-        self._queue.put(None)
+        self._stop = True
+        self._wake.set()
         self._thread.join()
         self._thread = None
 
     def _run(self) -> None:
-        buf: list[dict[str, Any]] = []
-        deadline = time.monotonic() + self.flush_interval_s
         while True:
-            timeout = max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = []
-            stop = item is None
-            if item:
-                buf.extend(item)
-            if buf and (stop or len(buf) >= self.flush_rows or time.monotonic() >= deadline):
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            stop = self._stop
+            with self._lock:
+                buf, self._buf = self._buf, []
+            if buf:
                 self._flush(buf)
-                buf = []
-            if time.monotonic() >= deadline:
-                deadline = time.monotonic() + self.flush_interval_s
             if stop:
+                with self._lock:
+                    rest, self._buf = self._buf, []
+                if rest:
+                    self._flush(rest)
                 return
 
-    def _flush(self, buf: list[dict[str, Any]]) -> None:
+    def _flush(self, buf: list[Chunk]) -> None:
+        n = sum(c[1] for c in buf)
         try:
-            write_part(self.folder, buf)
-            self.written += len(buf)
+            write_table_part(self.folder, build_table(buf))
+            self.written += n
             self.last_write_ts = time.time()
         except Exception:  # noqa: BLE001 - a failed write must not kill the server; count it
-            self.dropped += len(buf)
+            self.dropped += n
+            self.failed += 1
         finally:
             with self._lock:
-                self._queued_rows -= len(buf)
+                self._queued_rows -= n
 
 
 def read_predictions(root: str | Path, model: str, *, since: float | None = None,

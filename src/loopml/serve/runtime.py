@@ -42,10 +42,16 @@ class Rows:
 
 @dataclass(slots=True)
 class Prediction:
-    """Outputs for ``n`` rows: ``predict`` (n,) and, for classifiers, ``proba`` (n, k)."""
+    """Outputs for ``n`` rows: ``predict`` (n,) and, for classifiers, ``proba`` (n, k).
+
+    ``inputs`` is what the model saw, typed (the prediction log records it without
+    converting again): an (n, k) float matrix in signature order on the fast lane, else
+    a dict of column name -> 1-d array. Slices leave it out.
+    """
 
     predict: np.ndarray
     proba: np.ndarray | None
+    inputs: Any = None
 
     def slice(self, start: int, stop: int) -> "Prediction":
         return Prediction(self.predict[start:stop], None if self.proba is None else self.proba[start:stop])
@@ -198,6 +204,10 @@ class ModelRuntime:
         """Typed DataFrame of a batch, columns in signature order (raises InvalidInput)."""
         import pandas as pd
 
+        return pd.DataFrame(self.columns(rows), copy=False)
+
+    def columns(self, rows: Rows) -> dict[str, np.ndarray]:
+        """Typed 1-d arrays of a batch, in signature order (raises InvalidInput)."""
         data = {}
         for col in self.inputs:
             values = rows.columns.get(col.name)
@@ -206,7 +216,7 @@ class ModelRuntime:
             if len(values) != rows.n:
                 raise InvalidInput(f"input '{col.name}' has {len(values)} values, expected {rows.n}")
             data[col.name] = _to_column(col, values)
-        return pd.DataFrame(data, copy=False)
+        return data
 
     def matrix(self, rows: Rows) -> np.ndarray:
         """(n, k) float64 matrix of an all-numeric batch (the fast lane)."""
@@ -226,7 +236,17 @@ class ModelRuntime:
         return X.T
 
     def predict_sync(self, rows: Rows) -> Prediction:
-        return self._predict_on(self.matrix(rows) if self.fast else self.frame(rows))
+        if self.fast:
+            X = self.matrix(rows)
+            pred = self._predict_on(X)
+            pred.inputs = X
+            return pred
+        import pandas as pd
+
+        cols = self.columns(rows)
+        pred = self._predict_on(pd.DataFrame(cols, copy=False))
+        pred.inputs = cols
+        return pred
 
     def _predict_on(self, X) -> Prediction:
         try:
