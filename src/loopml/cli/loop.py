@@ -145,7 +145,7 @@ def _render(s: dict) -> Table:
                   + (f" — {'; '.join(last)}" if last else ""))
     else:
         t.add_row("rollout", "none in progress")
-    t.add_row("triggers", "\n".join(f"#{x['id']} {x['kind']} [{x['status']}] {x['cause']}" for x in s["triggers"]) or "-")
+    t.add_row("triggers", "\n".join(f"#{x['id']} {x['kind']} ({x['status']}) {x['cause']}" for x in s["triggers"]) or "-")
     t.add_row("alerts", "\n".join(str(a) for a in s["alerts"]) or "none open")
     return t
 

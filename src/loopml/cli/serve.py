@@ -38,9 +38,23 @@ def serve(
                                       max_queue_rows=max_queue_rows, poll_interval_s=poll_interval,
                                       log_predictions=not no_log, tune_gc=True)
     ws = workspace(home, tracking_uri)
+    _preflight(ws, specs, host, port)
     typer.echo(f"loopml serve: {', '.join(map(str, specs))} on http://{host}:{port} "
                f"(workers={workers}, admin API {'on' if settings.admin_token else 'off'})", err=True)
     run(ws, specs, settings, host=host, port=port, workers=workers, log_level="warning")
+
+
+def _preflight(ws, specs, host: str, port: int) -> None:
+    """Fail fast, in one line, on what would otherwise abort the server's start-up: an unknown
+    model or version, or a port in use."""
+    from loopml.registry.client import Registry
+    from loopml.serve.server import bind_socket
+
+    registry = Registry(ws)
+    for spec in specs:
+        registry.resolve(spec.name, spec.ref)  # raises ModelNotFound naming it
+    if port:
+        bind_socket(host, port).close()  # raises PortInUse
 
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="LOOPML_SERVE_URL", help="Server base URL.")]

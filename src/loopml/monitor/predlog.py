@@ -14,6 +14,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 IN_PREFIX = "in."
@@ -78,49 +80,67 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # -- columnar chunks ------------------------------------------------------------------------------
-# A chunk is (columns, n): full column name -> scalar (same for all n rows), list or 1-d array.
-# Chunks stay as the caller gave them until a flush, which concatenates each column once
-# (NumPy for arrays, one list for the rest) and hands it to PyArrow.
+# A chunk is what one append_columns call gave: (meta, inputs, outputs, n), each value a scalar
+# (the same for all n rows), a list or a 1-d array, kept by reference. A flush groups chunks
+# of the same columns and concatenates each column once (NumPy for arrays, one list for the
+# rest) before handing it to PyArrow, so its cost grows with columns, not with rows.
 
-Chunk = tuple[dict[str, Any], int]
+Chunk = tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]
 _STRING_META = ("request_id", "model", "version", "variant")
 
 
-def _chunk(meta: dict[str, Any], inputs: dict[str, Any], outputs: dict[str, Any], n: int) -> Chunk:
-    cols = {k: meta.get(k) for k in META_COLUMNS}
-    for k, v in inputs.items():
-        cols[IN_PREFIX + k] = v
-    for k, v in outputs.items():
-        cols[OUT_PREFIX + k] = v
-    return cols, n
+def _is_vector(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) > 0
 
 
-def _is_scalar(v: Any) -> bool:
-    return not isinstance(v, (list, tuple)) and not (hasattr(v, "__len__") and hasattr(v, "dtype")
-                                                     and getattr(v, "ndim", 0) > 0)
+def _column(parts: tuple, counts: list[int], total: int, kind: str | None = None):
+    """One PyArrow array holding every part (scalar, list or 1-d array) back to back.
 
-
-def _column(parts: list[Any], counts: list[int]):
-    """One NumPy array or list holding every part (scalar, list or array) back to back."""
+    ``kind`` is ``"string"`` or ``"ts"`` (epoch seconds) for the meta columns."""
     import numpy as np
+    import pyarrow as pa
 
-    if all(isinstance(p, np.ndarray) and p.ndim == 1 for p in parts):
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if all(_is_scalar(p) for p in parts) and len(set(map(type, parts))) == 1:
+    t0 = type(parts[0])
+    same = all(type(p) is t0 for p in parts)
+    values: Any = None
+    if same and t0 is np.ndarray:
         try:
-            if len(set(parts)) == 1:
-                return [parts[0]] * sum(counts)
-        except TypeError:  # unhashable values: take the general path
-            pass
-    out: list = []
-    for p, n in zip(parts, counts):
-        if _is_scalar(p):
-            out.extend([p.item() if hasattr(p, "item") else p] * n)
-        elif isinstance(p, np.ndarray):
-            out.extend(p.tolist())
-        else:
-            out.extend(p)
-    return out
+            values = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        except ValueError:  # mixed dimensions: the general path says what is wrong
+            values = None
+        if values is not None and values.ndim != 1:
+            values = None
+    if values is not None:
+        pass
+    elif same and t0 is list:
+        values = parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
+    elif same and not _is_vector(parts[0]):  # one scalar per chunk
+        if len(parts) == 1 or len(set(parts)) == 1:
+            v = parts[0].item() if hasattr(parts[0], "item") else parts[0]
+            if kind == "ts" and v is not None:
+                return _ts_array(np.full(total, v, dtype=np.float64))
+            if kind == "string" and v is not None:
+                v = str(v)
+            return pa.nulls(total, pa.string() if kind == "string" else pa.null()) if v is None else pa.repeat(v, total)
+        values = list(parts) if total == len(parts) else np.repeat(np.array(parts, dtype=object), counts).tolist()
+    else:
+        values = []
+        for p, n in zip(parts, counts):
+            if not _is_vector(p):
+                values.extend([p.item() if hasattr(p, "item") else p] * n)
+            else:
+                values.extend(p.tolist() if isinstance(p, np.ndarray) else p)
+    if kind == "ts":
+        if isinstance(values, list):
+            values = [np.nan if v is None else v for v in values]
+        return _ts_array(values)
+    if kind == "string":
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        if not all(type(v) is str for v in values):
+            values = [None if v is None else str(v) for v in values]
+        return pa.array(values, type=pa.string())
+    return pa.array(values, from_pandas=True)  # NaN -> null, as the pandas-built log had
 
 
 def _ts_array(values):
@@ -128,35 +148,63 @@ def _ts_array(values):
     import pyarrow as pa
 
     arr = np.asarray(values, dtype=np.float64)
-    ns = np.where(np.isfinite(arr), arr * 1e9, 0).astype(np.int64)
-    return pa.array(ns, type=pa.timestamp("ns", tz="UTC"), mask=~np.isfinite(arr))
+    finite = np.isfinite(arr)
+    ns = (np.where(finite, arr, 0.0) * 1e9).astype(np.int64)
+    return pa.array(ns, type=pa.timestamp("ns", tz="UTC"), mask=None if finite.all() else ~finite)
+
+
+def _block(parts: list, counts: list[int], total: int, names: tuple) -> list:
+    """Columns of ``(names, matrix)`` input blocks: one concatenation, then column views."""
+    import numpy as np
+
+    X = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+    return [_column((X[:, j],), [total], total) for j in range(len(names))]
+
+
+def _group_table(group: list[Chunk]):
+    import pyarrow as pa
+
+    counts = [c[3] for c in group]
+    total = sum(counts)
+    names, arrays = [], []
+    for pos, prefix in ((0, ""), (1, IN_PREFIX), (2, OUT_PREFIX)):
+        first = group[0][pos]
+        if isinstance(first, tuple):  # an input block: (names, (n, k) matrix)
+            names.extend(prefix + k for k in first[0])
+            arrays.extend(_block([c[pos] for c in group], counts, total, first[0]))
+            continue
+        keys = tuple(first)
+        if not keys:
+            continue
+        get = itemgetter(*keys)
+        rows = [get(c[pos]) for c in group]
+        columns = zip(*rows) if len(keys) > 1 else ([r for r in rows],)
+        for key, parts in zip(keys, columns):
+            kind = ("ts" if key == "ts" else "string" if key in _STRING_META else None) if pos == 0 else None
+            names.append(prefix + key)
+            arrays.append(_column(tuple(parts), counts, total, kind))
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def build_table(chunks: list[Chunk]):
     """One PyArrow table of the chunks, columns ``META_COLUMNS`` then ``in.*`` then ``out.*``."""
-    import numpy as np
     import pyarrow as pa
 
-    counts = [n for _, n in chunks]
-    names: dict[str, None] = dict.fromkeys(META_COLUMNS)
-    for cols, _ in chunks:
-        names.update(dict.fromkeys(k for k in cols if k.startswith(IN_PREFIX)))
-    for cols, _ in chunks:
-        names.update(dict.fromkeys(k for k in cols if k.startswith(OUT_PREFIX)))
-    arrays = []
-    for name in names:
-        col = _column([cols.get(name) for cols, _ in chunks], counts)
-        if name == "ts":
-            arrays.append(_ts_array([np.nan if v is None else v for v in col] if isinstance(col, list) else col))
-        elif name in _STRING_META:
-            if isinstance(col, np.ndarray):
-                col = col.tolist()
-            if not all(type(v) is str for v in col):
-                col = [None if v is None else str(v) for v in col]
-            arrays.append(pa.array(col, type=pa.string()))
-        else:
-            arrays.append(pa.array(col, from_pandas=True))  # NaN -> null, as pandas did
-    return pa.Table.from_arrays(arrays, names=list(names))
+    groups: dict[tuple, list[Chunk]] = {}
+    for c in chunks:
+        ins = c[1]
+        key = ("block", ins[0], ins[1].dtype.str) if isinstance(ins, tuple) else tuple(ins)
+        groups.setdefault((key, tuple(c[2])), []).append(c)
+    tables = [_group_table(g) for g in groups.values()]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    rest = table.column_names[len(META_COLUMNS):]
+    names = (list(META_COLUMNS) + [n for n in rest if n.startswith(IN_PREFIX)]
+             + [n for n in rest if not n.startswith(IN_PREFIX)])
+    return table.select(names)
+
+
+def _chunk(meta: dict[str, Any], inputs: dict[str, Any], outputs: dict[str, Any], n: int) -> Chunk:
+    return {k: meta.get(k) for k in META_COLUMNS}, inputs, outputs, n
 
 
 class PredictionLogWriter:
@@ -210,10 +258,17 @@ class PredictionLogWriter:
         ``meta`` holds ``request_id, ts, model, version, variant`` (``ts`` in epoch
         seconds), each a scalar (the same for all ``n`` rows) or ``n`` values; ``inputs``
         and ``outputs`` map names (without the ``in.``/``out.`` prefix) to ``n`` values, a
-        list or a 1-d NumPy array. The arrays are kept by reference: do not mutate them.
+        list or a 1-d NumPy array. ``inputs`` may also be a block ``(names, X)`` with ``X``
+        an ``(n, len(names))`` array: one reference instead of one per column, which is
+        what keeps many small batches cheap. Arrays are kept by reference: do not mutate
+        them afterwards.
         """
         if n <= 0:
             return True
+        if isinstance(inputs, tuple):
+            names, X = inputs
+            if getattr(X, "ndim", 0) != 2 or X.shape != (n, len(names)):
+                raise ValueError(f"an input block must be an (n, k) array with n={n}, k={len(names)}")
         chunk = _chunk(meta, inputs, outputs, n)
         with self._lock:
             if self._queued_rows + n > self.max_queue_rows:
@@ -258,7 +313,7 @@ class PredictionLogWriter:
                 return
 
     def _flush(self, buf: list[Chunk]) -> None:
-        n = sum(c[1] for c in buf)
+        n = sum(c[3] for c in buf)
         try:
             write_table_part(self.folder, build_table(buf))
             self.written += n

@@ -43,10 +43,14 @@ def _log_dtype(col: InputColumn | None):
     return None
 
 
-def input_columns(rows: Rows, pred: Prediction, inputs: list[InputColumn]) -> dict[str, Any]:
-    """Input name -> 1-d array (or list) of one batch, from what the model saw when possible."""
+def input_columns(rows: Rows, pred: Prediction, inputs: list[InputColumn],
+                  names: tuple[str, ...] | None = None) -> Any:
+    """The inputs of one batch for the log, from what the model saw when possible: an input
+    block ``(names, X)`` when the model saw one float matrix, else name -> 1-d array or list."""
     seen = pred.inputs
     if isinstance(seen, np.ndarray) and seen.ndim == 2 and seen.shape[1] == len(inputs):
+        if seen.dtype == np.float64 and all(c.type in ("double", "float") for c in inputs):
+            return (names or tuple(c.name for c in inputs)), seen
         out = {}
         for j, c in enumerate(inputs):
             col = seen[:, j]
@@ -95,7 +99,7 @@ class PredictionRecorder:
         return 0  # the writer counts what waits (``writer.pending``); nothing waits here
 
     def record(self, rows: Rows, pred: Prediction, version: str, variant: str,
-               inputs: list[InputColumn]) -> None:
+               inputs: list[InputColumn], names: tuple[str, ...] | None = None) -> None:
         """Queue one predicted batch; never blocks. ``ts`` is taken now."""
         w = self.writer
         if w is None:
@@ -110,7 +114,7 @@ class PredictionRecorder:
             meta = {"request_id": ids, "ts": time.time(), "model": self.model, "version": version,
                     "variant": variant}
             outputs = {"prediction": pred.predict, "proba": proba_of(pred)}
-            ok = w.append_columns(meta, input_columns(rows, pred, inputs), outputs, n)
+            ok = w.append_columns(meta, input_columns(rows, pred, inputs, names), outputs, n)
         except Exception:  # noqa: BLE001 - logging must never take serving down
             self.dropped += n
             return
@@ -142,10 +146,11 @@ class RecordingPredictor:
         self.model = model
         self.version = version
         self.inputs = inputs
+        self.names = tuple(c.name for c in inputs)
         self.label = label  # the endpoint relabels it when its policy changes
 
     async def predict(self, rows: Rows) -> Prediction:
         pred = await self.inner.predict(rows)
         if self.recorder is not None:
-            self.recorder.record(rows, pred, self.version, self.label, self.inputs)
+            self.recorder.record(rows, pred, self.version, self.label, self.inputs, self.names)
         return pred

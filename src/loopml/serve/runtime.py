@@ -107,6 +107,18 @@ def _to_column(col: InputColumn, values: Any) -> np.ndarray:
     return arr
 
 
+# Classifiers whose ``predict`` is the class of highest ``predict_proba`` (by definition, or
+# through a monotone link: LogisticRegression's sigmoid/softmax of the decision function).
+# For them one predict_proba call gives both outputs and saves sklearn's per-call input
+# checks (~150 µs). The two can only disagree on an exact tie, e.g. a logistic decision
+# value within ~1e-16 of 0, where predict_proba rounds to 0.5 and argmax takes the first
+# class. ModelRuntime.load also checks agreement on probe rows before using it.
+ARGMAX_CLASSIFIERS = frozenset({
+    "LogisticRegression", "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier",
+    "ExtraTreeClassifier", "HistGradientBoostingClassifier", "GaussianNB",
+})
+
+
 class ModelRuntime:
     """One model version in memory. ``__init__`` stores; :meth:`load` does the I/O.
 
@@ -126,6 +138,8 @@ class ModelRuntime:
         self.load_seconds: float | None = None
         self._head: Any = None
         self._tail: Any = None
+        self._head_steps: list | None = None
+        self.argmax_predict = False
         self._executor = None
         self.fast = False
 
@@ -144,11 +158,15 @@ class ModelRuntime:
         if steps and len(steps) > 1:
             # transform once, then predict and predict_proba on the final estimator
             self._head, self._tail = self.model[:-1], self.model[-1]
+            # Pipeline.transform spends ~100 µs per call on metadata routing; with no
+            # parameters to route, applying the steps in order is the same computation.
+            self._head_steps = [t for _, t in self._head.steps if t is not None and t != "passthrough"]
         else:
             self._head, self._tail = None, self.model
         classes = getattr(self._tail, "classes_", None)
         if classes is not None and hasattr(self._tail, "predict_proba"):
             self.classes = np.asarray(classes)
+        self.argmax_predict = type(self._tail).__name__ in ARGMAX_CLASSIFIERS and self.classes is not None
         self.fast = self._fast_lane_agrees()
         self._warm_up()
         self.load_seconds = time.perf_counter() - t0
@@ -159,6 +177,7 @@ class ModelRuntime:
         float matrix as on a DataFrame (pandas and sklearn's per-call checks cost ~1 ms;
         the matrix path about a third of that). Checked on random rows, so a pipeline that
         selects columns by name simply stays on the DataFrame path."""
+        want_argmax, self.argmax_predict = self.argmax_predict, False
         if not self.inputs or not all(c.numeric for c in self.inputs):
             return False
         rng = np.random.default_rng(0)
@@ -172,6 +191,9 @@ class ModelRuntime:
             fast = self._predict_on(self.matrix(rows))
         except Exception:  # noqa: BLE001 - any failure means: keep the DataFrame path
             return False
+        if want_argmax:
+            # take predict from predict_proba only when, on these rows too, they agree
+            self.argmax_predict = bool(np.array_equal(slow.predict, self.classes[np.argmax(slow.proba, axis=1)]))
         same = np.array_equal(slow.predict, fast.predict)
         if slow.proba is not None:
             same = same and fast.proba is not None and np.allclose(slow.proba, fast.proba, rtol=0, atol=1e-12)
@@ -250,9 +272,16 @@ class ModelRuntime:
 
     def _predict_on(self, X) -> Prediction:
         try:
-            Xt = self._head.transform(X) if self._head is not None else X
+            Xt = X
+            if self._head_steps is not None:
+                for step in self._head_steps:
+                    Xt = step.transform(Xt)
+            elif self._head is not None:
+                Xt = self._head.transform(X)
             if self.classes is not None:
                 proba = np.asarray(self._tail.predict_proba(Xt))
+                if self.argmax_predict:
+                    return Prediction(self.classes[np.argmax(proba, axis=1)], proba)
                 pred = np.asarray(self._tail.predict(Xt))
                 return Prediction(pred, proba)
             return Prediction(np.asarray(self._tail.predict(Xt)), None)
