@@ -78,3 +78,22 @@ def test_spec_typo_and_bad_data(tmp_path):
 def test_debug_shows_traceback(tmp_path):
     p = loopml("--debug", "promote", "nosuch", "1", cwd=tmp_path, home=tmp_path / "ws")
     assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_retrain_status_and_rollout_commands(tmp_path):
+    home = tmp_path / "ws"
+    loopml("new", "proj", "--rows", "1000", cwd=tmp_path, home=home)
+    proj = tmp_path / "proj"
+    p = loopml("retrain", "--reason", "because", cwd=proj, home=home)
+    assert p.returncode == 0 and "queued" in p.stdout
+    p = loopml("status", "--json", cwd=proj, home=home)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    status = json.loads(p.stdout)
+    assert status["server"] is None and status["rollout"] is None
+    assert status["triggers"][0]["cause"] == "because" and status["triggers"][0]["status"] == "queued"
+    p = loopml("rollout", "pause", cwd=proj, home=home)
+    assert p.returncode == 2 and "no rollout in progress" in _one_line_error(p)
+    p = loopml("serve", "-m", "fraud", "--port", "0", cwd=proj, home=home)
+    assert p.returncode == 2 and "model 'fraud'" in _one_line_error(p)

@@ -35,7 +35,8 @@ def test_sigkill_controller_at_every_step(registered_model, project):
     spec_path = project / "loopml.yaml"
     raw = yaml.safe_load(spec_path.read_text())
     raw["rollout"] = {"steps": [{"kind": "shadow", "min_requests": 30}, {"kind": "canary", "weight": 0.2},
-                                {"kind": "canary", "weight": 0.5}], "min_requests": 30, "latency_budget_ms": None}
+                                {"kind": "canary", "weight": 0.5}], "min_requests": 30, "latency_budget_ms": None,
+                      "max_p99_ratio": 10.0}  # crash safety here; latency has its own test
     raw["triggers"] = {"on_drift": False}
     spec_path.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "LOOPML_HOME": str(ws.home), "LOOPML_ADMIN_TOKEN": TOKEN}

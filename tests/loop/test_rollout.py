@@ -28,11 +28,14 @@ def test_errors_roll_back_before_full_sample():
     assert d.action == ROLLBACK and "error rate 25.00%" in d.reasons[0]
 
 
-def test_slow_challenger_rolls_back():
-    d = decide_step(CANARY, SPEC, ev(c_p99=50.0))
+def test_slow_challenger_rolls_back_once_confirmed():
+    first = decide_step(CANARY, SPEC, ev(c_p99=50.0))
+    assert first.action == HOLD and any("holding until 300" in r for r in first.reasons)
+    d = decide_step(CANARY, SPEC, ev(c_req=300, c_p99=50.0))
     assert d.action == ROLLBACK
     assert any("TOO SLOW" in r for r in d.reasons)
     assert decide_step(CANARY, SPEC, ev(c_p99=8.9)).action == ADVANCE  # 2 x 2 + 5 = 9 ms allowed
+    assert decide_step(CANARY, SPEC, ev(c_req=300, c_p99=8.0)).action == ADVANCE  # recovered
 
 
 def test_shadow_uses_logged_predictions_and_shadow_errors():

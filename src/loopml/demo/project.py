@@ -54,6 +54,7 @@ SPEC_TEMPLATE = {
         "min_requests": 100,
         "max_error_rate_increase": 0.01,
         "max_p99_ratio": 2.0,
+        "p99_slack_ms": 20,
         "latency_budget_ms": 50,
     },
     "triggers": {"on_drift": True, "drift_check_interval_s": 5, "drift_min_rows": 500, "debounce_s": 60},

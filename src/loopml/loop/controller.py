@@ -241,6 +241,7 @@ class Controller:
             log, rollout.champion or "", rollout.challenger, rollout.step_started)
         if step.kind == "canary":
             ev.challenger_logged = int(ev.challenger.requests)
+        ev.online_metric_drop = self.online_metric_drop(rollout)
         decision = decide_step(step, self.spec.rollout, ev, signals.shadow_errors(counters, rollout.challenger))
         if decision.action == ADVANCE:
             self._record(rollout, f"rollout-advance", decision)
@@ -259,6 +260,26 @@ class Controller:
             rollout = self._transition(rollout, "running", decision, status="rolling_back")
             self.say(f"[rollout] ROLLBACK at {step_label(step)}: {'; '.join(decision.reasons)}")
             self._finish_rollback(rollout)
+
+    def online_metric_drop(self, rollout: Rollout, min_labelled: int = 30) -> float | None:
+        """How much worse the challenger's primary metric is than the champion's on predictions
+        of this step whose labels have arrived (``loopml monitor labels``); None without enough."""
+        from loopml.evaluate.metrics import higher_is_better
+        from loopml.monitor.labels import labels_folder, performance, read_labelled
+
+        folder = labels_folder(self.workspace.home, self.model)
+        if not folder.exists():
+            return None
+        labelled = read_labelled(self.workspace.predictions, folder, self.model, since=rollout.step_started)
+        if len(labelled) == 0:
+            return None
+        metric = self.spec.evaluation.primary_metric or "roc_auc"
+        by_version = {str(r["version"]): r for r in performance(labelled, self.spec.task, by=("version",))}
+        champ, chall = by_version.get(str(rollout.champion), {}), by_version.get(str(rollout.challenger), {})
+        if min(champ.get("count", 0), chall.get("count", 0)) < min_labelled or metric not in champ or metric not in chall:
+            return None
+        diff = champ[metric] - chall[metric]
+        return float(diff if higher_is_better(metric) else -diff)
 
     def _transition(self, rollout: Rollout, expect: str, decision, **changes) -> Rollout:
         try:

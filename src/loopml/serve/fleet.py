@@ -17,6 +17,7 @@ from typing import Any
 from loopml.config import Workspace
 from loopml.errors import LoopmlError, ModelNotFound
 from loopml.serve.endpoint import Deployment, Endpoint
+from loopml.serve.policy_store import PolicyFiles
 from loopml.serve.recorder import PredictionRecorder
 from loopml.serve.runtime import ModelRuntime
 from loopml.serve.settings import EndpointSpec, ServeSettings
@@ -37,6 +38,7 @@ class Fleet:
         self.metrics = metrics
         self.endpoints: dict[str, Endpoint] = {}
         self.recorders: dict[str, PredictionRecorder] = {}
+        self.policy_files = PolicyFiles(workspace.home)
         self._poll_task: asyncio.Task | None = None
         self._retiring: set[asyncio.Task] = set()
         self.started = False
@@ -76,7 +78,20 @@ class Fleet:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
+            self.apply_policy_files()
             await self.sync_all(quiet=True)
+
+    def apply_policy_files(self) -> list[str]:
+        """Adopt policies another worker (or an earlier run) wrote; one ``stat`` per endpoint.
+        The next :meth:`sync` deploys or retires the challenger they need."""
+        changed = []
+        for name, policy in self.policy_files.changed(list(self.endpoints)).items():
+            ep = self.endpoints.get(name)
+            if ep is not None and ep.policy != policy:
+                ep.policy = policy
+                changed.append(name)
+                log.info("%s: traffic policy from %s: %s", name, self.policy_files.home, policy.to_dict())
+        return changed
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -85,6 +100,9 @@ class Fleet:
         ep = self.endpoints.get(spec.name)
         if ep is None:
             ep = Endpoint(spec)
+            persisted = self.policy_files.changed([spec.name]).get(spec.name)
+            if persisted is not None:  # the policy every worker shares, set before this one started
+                ep.policy = persisted
         else:
             ep.spec = spec
         if self.settings.log_predictions and spec.name not in self.recorders:
@@ -101,7 +119,9 @@ class Fleet:
             self._retire(d)
 
     async def set_policy(self, name: str, policy: TrafficPolicy) -> Endpoint:
+        """Apply ``policy`` here and persist it for the other workers (see :mod:`.policy_store`)."""
         ep = self.get(name)
+        await asyncio.to_thread(self.policy_files.save, name, policy)
         async with ep.lock:
             ep.policy = policy
         await self.sync(ep)
