@@ -158,7 +158,7 @@ def lua_script(rows: int, folder: Path) -> Path:
 
 
 def _ms(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text.strip())
     if m is None:
         return float("nan")
     value, unit = float(m.group(1)), m.group(2)
@@ -168,7 +168,7 @@ def _ms(text: str) -> float:
 def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, timeout=duration + 60).stdout
-    rps_m, p50_m, p99_m = (re.search(p, out) for p in (r"Requests/sec:\s+([\d.]+)", r"50%\s+(\S+)", r"99%\s+(\S+)"))
+    rps_m, p50_m, p99_m = (re.search(p, out) for p in (r"Requests/sec:\s+([\d.]+)", r"\s50(?:\.000)?%\s+(\S+)", r"\s99(?:\.000)?%\s+(\S+)"))
     if not (rps_m and p50_m and p99_m):
         raise RuntimeError(f"cannot parse wrk output:\n{out}")
     rps, p50, p99 = float(rps_m.group(1)), _ms(p50_m.group(1)), _ms(p99_m.group(1))

@@ -81,3 +81,21 @@ def test_broken_version_never_gets_an_alias(registered_model, tmp_path):
     broken = reg.versions(name)[-1]
     assert broken.version == "2" and broken.tags.get("loopml.status") == "broken" and broken.aliases == []
     assert reg.resolve(name).version == "1"
+
+
+def test_ensure_alias_restores_a_lost_audit_record(registered_model, project):
+    from loopml.loop.pipeline import run_pipeline
+    from loopml.spec import load_spec
+
+    ws, name = registered_model
+    reg = Registry(ws)
+    run_pipeline(load_spec(project), ws, project_dir=project, auto_promote=False,
+                 source=str(project / "data" / "transactions_recent.csv"))
+    # a crash after MLflow moved the alias but before the audit line was written:
+    reg.client.set_registered_model_alias(name, CHAMPION, "2")
+    reg.ensure_alias(name, CHAMPION, "2", "rollout 1")
+    champ = [c for c in reg.history(name) if c.alias == CHAMPION]
+    assert champ[-1].version == "2" and "recorded on resume" in champ[-1].why
+    n = len(reg.history(name))
+    reg.ensure_alias(name, CHAMPION, "2", "rollout 1")  # idempotent
+    assert len(reg.history(name)) == n

@@ -28,3 +28,43 @@ def test_metrics_parse_and_count_requests(server):
     assert rows[0].value == 6
     ready = {(s.labels["model"], s.labels["version"]) for s in families["loopml_model_ready"].samples}
     assert ("clf", "1") in ready and ("mixed", "1") in ready
+
+
+def _samples(server) -> dict[tuple, float]:
+    text = httpx.get(server.url + "/metrics").text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_published_monitoring_gauges_are_scraped(server, workspace):
+    from loopml.monitor.metrics import latest_metrics_path, publish_window_metrics
+
+    assert not any(k[0].startswith("loopml_drift") for k in _samples(server))
+    metrics = {"drift.detected": 1.0, "drift.share": 0.5, "drift.feature.f0": 0.31, "drift.feature.f0.drifted": 1.0,
+               "drift.feature.f1": 0.02, "drift.feature.f1.drifted": 0.0, "quality.missing_rate.f1": 0.1,
+               "quality.volume_ratio": 0.9, "performance.roc_auc": 0.81, "drift.share_nan": float("nan")}
+    path = publish_window_metrics(workspace, "clf", "1", metrics)
+    assert path == latest_metrics_path(workspace.home, "clf") and path.exists()
+    assert not list(path.parent.glob("*.tmp"))
+    got = _samples(server)
+    base = (("model", "clf"), ("window", "latest"))
+    assert got[("loopml_drift_detected", base)] == 1.0
+    assert got[("loopml_drift_share", base)] == 0.5
+    assert got[("loopml_drift_score", tuple(sorted(base + (("feature", "f0"),))))] == 0.31
+    assert got[("loopml_drift_score", tuple(sorted(base + (("feature", "f1"),))))] == 0.02
+    assert got[("loopml_drift_feature_drifted", tuple(sorted(base + (("feature", "f0"),))))] == 1.0
+    assert got[("loopml_quality", tuple(sorted(base + (("measure", "missing_rate"), ("column", "f1")))))] == 0.1
+    assert got[("loopml_quality_volume_ratio", base)] == 0.9
+    assert got[("loopml_live_metric", tuple(sorted(base + (("metric", "roc_auc"),))))] == 0.81
+    stamp = got[("loopml_monitor_published_timestamp_seconds", (("model", "clf"), ("version", "1")))]
+    assert stamp > 1.6e9
+    # a new window replaces the old values; a model that is not served is not exposed
+    publish_window_metrics(workspace.home, "clf", "1", {"drift.detected": 0.0, "drift.share": 0.0})
+    publish_window_metrics(workspace, "ghost", "3", {"drift.detected": 1.0})
+    got = _samples(server)
+    assert got[("loopml_drift_detected", base)] == 0.0
+    assert ("loopml_drift_score", tuple(sorted(base + (("feature", "f0"),)))) not in got
+    assert not any(dict(k[1]).get("model") == "ghost" for k in got)

@@ -124,3 +124,49 @@ def test_inference_token(make_server):
     ok = httpx.post(server.url + "/invocations", json=ROW, headers={"authorization": "Bearer tok"})
     assert ok.status_code == 200
     assert httpx.get(server.url + "/v2/health/ready").status_code == 200
+
+
+def wait_for(predicate, timeout=10.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_policy_set_on_one_worker_reaches_the_others(make_server, workspace):
+    """Two servers on one workspace stand in for ``--workers 2``: a policy set through one
+    worker's admin API is persisted in the workspace and applied by the other."""
+    from loopml.serve.policy_store import load_policy, policy_path
+
+    a = make_server(endpoints=("clf",), admin_token=TOKEN)
+    b = make_server(endpoints=("clf",), admin_token=TOKEN)
+    r = admin(a, "PUT", "/admin/models/clf/traffic", json={"kind": "canary", "weight": 1.0})
+    assert r.status_code == 200, r.text
+    path = policy_path(workspace.home, "clf")
+    assert load_policy(path).kind == "canary" and not list(path.parent.glob("*.tmp"))
+    assert wait_for(lambda: admin(b, "GET", "/admin/models/clf/traffic").json()["kind"] == "canary")
+    assert wait_for(lambda: {v for v, _, _ in variants_seen(b, 5)} == {"challenger"})
+    # and back, set through the other worker this time
+    assert admin(b, "PUT", "/admin/models/clf/traffic", json={"kind": "single"}).status_code == 200
+    assert wait_for(lambda: {v for v, _, _ in variants_seen(a, 5)} == {"champion"})
+    # a worker started later applies the policy in force
+    admin(a, "PUT", "/admin/models/clf/traffic", json={"kind": "shadow"})
+    c = make_server(endpoints=("clf",), admin_token=TOKEN)
+    assert admin(c, "GET", "/admin/models/clf/traffic").json()["kind"] == "shadow"
+    assert admin(c, "GET", "/admin/models/clf").json()["challenger"]["variant"] == "shadow"
+
+
+def test_unreadable_policy_file_is_ignored(make_server, workspace):
+    from loopml.serve.policy_store import policy_path
+
+    a = make_server(endpoints=("clf",), admin_token=TOKEN)
+    path = policy_path(workspace.home, "clf")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    assert admin(a, "GET", "/admin/models/clf/traffic").json()["kind"] == "single"
+    path.write_text('{"kind": "canary", "weight": 1.0}')
+    assert wait_for(lambda: {v for v, _, _ in variants_seen(a, 3)} == {"challenger"})

@@ -295,10 +295,8 @@ class Controller:
                   f"{decision.action}: {why}"[:4900])
 
     def _finish_promotion(self, rollout: Rollout) -> None:
-        current = self.registry.try_resolve(self.model, CHAMPION)
-        if current is None or current.version != rollout.challenger:
-            self.registry.promote(self.model, rollout.challenger,
-                                  f"rollout {rollout.id}: all steps passed ({WHO})")
+        self.registry.ensure_alias(self.model, CHAMPION, rollout.challenger,
+                                   f"rollout {rollout.id}: all steps passed ({WHO})")
         self.server.reload(self.model)  # primary hot-swaps to the new champion, old one drains
         self.server.set_policy(self.model, {"kind": "single"})
         self._tag(rollout.challenger, "loopml.rollout", "promoted")

@@ -29,6 +29,7 @@ GAUGES = {
     "loopml_quality": "Data quality measure per column of the latest window",
     "loopml_quality_volume_ratio": "Rows in the latest window over the expected rows",
     "loopml_live_metric": "Model metric on labelled predictions of the latest window",
+    "loopml_monitor_published_timestamp_seconds": "When the latest window's metrics were published",
 }
 
 Sample = tuple[str, dict[str, str], float]
@@ -114,3 +115,81 @@ class MonitorCollector:
                 fam = families[(name, keys)] = GaugeMetricFamily(name, GAUGES.get(name, name), labels=list(keys))
             fam.add_metric([labels[k] for k in keys], value)
         yield from families.values()
+
+
+# -- publishing to running servers -------------------------------------------------------------
+# A monitoring check (CLI, controller) and the servers are separate processes; the workspace
+# file ``<home>/monitor/latest-<model>.json`` carries the latest window's metrics between them.
+# Servers re-read it at scrape time, only when its mtime changed (see MonitorFiles).
+
+def latest_metrics_path(home: Any, model: str):
+    from pathlib import Path
+
+    return Path(home) / "monitor" / f"latest-{model}.json"
+
+
+def publish_window_metrics(workspace: Any, model: str, version: str, metrics: dict[str, float]):
+    """Write the flat metrics of ``model``'s latest window (as from
+    :func:`loopml.monitor.service.window_metrics`) where every server serving it exposes
+    them on ``/metrics`` as the :data:`GAUGES`. Atomic (temp file, fsync, rename); returns
+    the file. ``workspace`` is a :class:`~loopml.config.Workspace` or its home folder."""
+    import json
+    import math
+    import os
+    import tempfile
+    import time
+
+    home = workspace if isinstance(workspace, (str, os.PathLike)) else workspace.home
+    path = latest_metrics_path(home, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    doc = {"model": model, "version": str(version), "ts": time.time(), "metrics": clean}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+class MonitorFiles:
+    """Feeds a :class:`MonitorCollector` from the published files of the served models,
+    reading a file only when its ``(mtime, inode)`` changed. Call :meth:`refresh` at scrape time."""
+
+    def __init__(self, home: Any, collector: MonitorCollector) -> None:
+        self.home = home
+        self.collector = collector
+        self._seen: dict[str, tuple[int, int] | None] = {}
+
+    def refresh(self, models: Iterable[str]) -> None:
+        import json
+
+        for model in models:
+            path = latest_metrics_path(self.home, model)
+            try:
+                st = path.stat()
+                sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_ino)
+            except OSError:
+                sig = None
+            if self._seen.get(model, ()) == sig:
+                continue
+            self._seen[model] = sig
+            if sig is None:
+                self.collector.update(model, [])
+                continue
+            try:
+                doc = json.loads(path.read_text())
+                metrics = {k: float(v) for k, v in doc["metrics"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # a broken file keeps the last good samples; the next write replaces it
+            stamp = ("loopml_monitor_published_timestamp_seconds",
+                     {"model": model, "version": str(doc.get("version", ""))}, float(doc.get("ts", 0.0)))
+            self.collector.update(model, [*gauge_samples(model, metrics), stamp])

@@ -253,6 +253,20 @@ class Registry:
         audit.append(self.workspace.audit_log, change)
         return change
 
+    def ensure_alias(self, name: str, alias: str, version: str, why: str) -> None:
+        """Idempotent ``set_alias`` for a resumed controller: move the alias if it is elsewhere,
+        and write the audit line if a crash between the move and its record lost it."""
+        current = self.try_resolve(name, alias)
+        if current is None or current.version != str(version):
+            self.set_alias(name, alias, str(version), why)
+            return
+        recorded = [c for c in audit.read(self.workspace.audit_log, name) if c.alias == alias]
+        if not recorded or recorded[-1].version != str(version):
+            audit.append(self.workspace.audit_log, audit.AliasChange(
+                ts=audit.now(), model=name, alias=alias, version=str(version),
+                previous=recorded[-1].version if recorded else None, who=audit.current_user(),
+                why=why + " (recorded on resume after a crash)", action="set"))
+
     def promote(self, name: str, version: str, why: str = "manual promotion") -> audit.AliasChange:
         return self.set_alias(name, CHAMPION, version, why)
 

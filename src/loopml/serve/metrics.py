@@ -2,7 +2,8 @@
 
 Hot-path cost is one cached child lookup and an ``inc``/``observe``; gauges that
 describe state (queue depth, in-flight, prediction-log lag) are read from the fleet
-only when ``/metrics`` is scraped.
+only when ``/metrics`` is scraped, and so are the monitoring gauges (drift, quality, live
+metrics) that :func:`loopml.monitor.metrics.publish_window_metrics` wrote to the workspace.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class ServeMetrics:
         self._batch_children: dict[tuple, Any] = {}
         self.fleet: Any = None
         r.register(_StateCollector(self))
+        from loopml.monitor.metrics import MonitorCollector
+
+        self.monitor = MonitorCollector()  # drift, quality, live metrics published by monitoring
+        r.register(self.monitor)
+        self._monitor_files: Any = None
 
     def observe(self, model: str, version: str, variant: str, status: int, seconds: float) -> None:
         key = (model, version, variant, status)
@@ -58,6 +64,13 @@ class ServeMetrics:
         self.load_time.labels(model, version).set(seconds)
 
     def render(self) -> bytes:
+        fleet = self.fleet
+        if fleet is not None:
+            if self._monitor_files is None:
+                from loopml.monitor.metrics import MonitorFiles
+
+                self._monitor_files = MonitorFiles(fleet.workspace.home, self.monitor)
+            self._monitor_files.refresh(list(fleet.endpoints))
         return generate_latest(self.registry)
 
 
