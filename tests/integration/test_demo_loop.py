@@ -33,6 +33,10 @@ def test_demo_closes_the_loop(workspace):
     champion_changes = [h for h in summary.history if h["alias"] == "champion"]
     assert [h["version"] for h in champion_changes] == ["1", "2"]
     assert summary.drift_to_promoted_s is not None
+    # delayed labels joined by request id show v1's live performance falling on period-2 traffic
+    live = {(r["version"], r["traffic"]): r for r in summary.live}
+    assert live[("1", "period 1")]["rows"] == 2000 and live[("1", "period 2")]["rows"] == 2000
+    assert live[("1", "period 2")]["roc_auc"] < live[("1", "period 1")]["roc_auc"] - 0.2
     md = (workspace.home / "demo-summary.md").read_text()
     assert "| 2 | period 2 (recent)" in md and "Drift detected to new champion serving 100%" in md
     # it leaves no process running

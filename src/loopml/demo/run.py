@@ -27,6 +27,7 @@ from loopml.spec import load_spec
 VERSION_HEADER = "x-loopml-model-version"
 REPLAY_ROWS = 2000
 ROLLOUT_TIMEOUT_S = 90.0
+TRAFFIC_RATE = 300.0  # requests/s while the controller works: live traffic, not a flood
 
 
 @dataclass
@@ -36,6 +37,7 @@ class DemoSummary:
     served: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    live: list[dict[str, Any]] = field(default_factory=list)
     drift_to_promoted_s: float | None = None
     seconds: float = 0.0
 
@@ -52,6 +54,10 @@ class DemoSummary:
         lines += ["", "## Served", "", "| phase | versions that answered |", "|---|---|"]
         for s in self.served:
             lines.append(f"| {s['phase']} | {s['versions']} |")
+        lines += ["", "## Live performance (delayed labels joined by request id)", "",
+                  "| version | traffic | labelled predictions | roc_auc |", "|---|---|---|---|"]
+        for r in self.live:
+            lines.append(f"| {r['version']} | {r['traffic']} | {r['rows']} | {r['roc_auc']:.4f} |")
         lines += ["", "## Controller decisions", ""] + [f"- {d}" for d in self.decisions]
         lines += ["", "## Alias history", "", "| alias | from | to | who | why |", "|---|---|---|---|---|"]
         for h in self.history:
@@ -63,34 +69,39 @@ class DemoSummary:
         return "\n".join(lines)
 
 
-def _send(client, rec: dict) -> tuple[int, str]:
+def _send(client, rec: dict, request_id: str | None = None) -> tuple[int, str]:
     import orjson
 
     body = orjson.dumps({"dataframe_records": [rec]}, option=orjson.OPT_SERIALIZE_NUMPY)
-    r = client.post("/invocations", content=body, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    if request_id is not None:
+        headers["x-request-id"] = request_id  # so labels arriving later join to this prediction
+    r = client.post("/invocations", content=body, headers=headers)
     return r.status_code, r.headers.get(VERSION_HEADER, "?")
 
 
-def _post(client, rec: dict) -> str:
-    status, version = _send(client, rec)
+def _post(client, rec: dict, request_id: str | None = None) -> str:
+    status, version = _send(client, rec, request_id)
     if status != 200:
         raise LoopmlError(f"server answered {status} (version {version}) during replay")
     return version
 
 
 def replay(url: str, frame: pd.DataFrame, features: list[str], progress: Progress | None = None,
-           label: str = "replay", workers: int = 8) -> dict[str, int]:
-    """Send each row as its own request to ``/invocations``; count the versions that answered."""
+           label: str = "replay", workers: int = 8, id_column: str | None = None) -> dict[str, int]:
+    """Send each row as its own request to ``/invocations`` (``id_column`` as its request id);
+    count the versions that answered."""
     import httpx
 
-    records = frame[features].to_dict(orient="records")
+    ids = frame[id_column].astype(str).tolist() if id_column else [None] * len(frame)
+    records = list(zip(ids, frame[features].to_dict(orient="records")))
     task = progress.add_task(label, total=len(records)) if progress else None
 
-    def send(chunk: list[dict]) -> dict[str, int]:
+    def send(chunk: list[tuple]) -> dict[str, int]:
         local: dict[str, int] = {}
         with httpx.Client(base_url=url, timeout=30) as client:
-            for rec in chunk:
-                v = _post(client, rec)
+            for rid, rec in chunk:
+                v = _post(client, rec, rid)
                 local[v] = local.get(v, 0) + 1
                 if progress:
                     progress.advance(task)
@@ -105,11 +116,15 @@ def replay(url: str, frame: pd.DataFrame, features: list[str], progress: Progres
 
 
 class Traffic:
-    """Background traffic: rows sent one per request, round and round, until stopped (bounded)."""
+    """Background traffic: rows sent one per request, round and round, until stopped (bounded).
+
+    ``rate`` caps the total requests per second (None: as fast as the workers go).
+    """
 
     def __init__(self, url: str, frame: pd.DataFrame, features: list[str], workers: int = 3,
-                 max_requests: int = 200_000) -> None:
+                 max_requests: int = 200_000, rate: float | None = None) -> None:
         self.url, self.records, self.workers, self.max_requests = url, frame[features].to_dict(orient="records"), workers, max_requests
+        self.interval = workers / rate if rate else 0.0
         self.stop_event = threading.Event()
         self.counts: dict[str, int] = {}  # successful answers by version
         self.failures: dict[str, int] = {}  # failed answers by version ("?" when none answered)
@@ -121,8 +136,12 @@ class Traffic:
         import httpx
 
         i, sent = offset, 0
+        next_at = time.monotonic()
         with httpx.Client(base_url=self.url, timeout=30) as client:
             while not self.stop_event.is_set() and sent < self.max_requests // self.workers:
+                if self.interval:
+                    next_at += self.interval
+                    self.stop_event.wait(max(0.0, next_at - time.monotonic()))
                 try:
                     status, v = _send(client, self.records[i % len(self.records)])
                 except httpx.HTTPError:
@@ -205,7 +224,8 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
     ctl = Controller(spec, workspace, ServerClient(server.url, token), project_dir=project, say=say)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
-            before = replay(server.url, p1.tail(REPLAY_ROWS), features, progress, "period-1 traffic")
+            before = replay(server.url, p1.tail(REPLAY_ROWS), features, progress, "period-1 traffic",
+                            id_column=spec.data.id_column)
         summary.served.append({"phase": "period-1 traffic", "versions": _fmt_counts(before)})
         wait_for_log(workspace, spec.name, REPLAY_ROWS)
         console.rule("[bold]4. drift check on period-1 traffic")
@@ -213,7 +233,8 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
         _print_drift(console, d1)
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
-            during = replay(server.url, p2.head(REPLAY_ROWS), features, progress, "period-2 traffic")
+            during = replay(server.url, p2.head(REPLAY_ROWS), features, progress, "period-2 traffic",
+                            id_column=spec.data.id_column)
         summary.served.append({"phase": "period-2 traffic", "versions": _fmt_counts(during)})
         wait_for_log(workspace, spec.name, 2 * REPLAY_ROWS)
         console.rule("[bold]5. drift check on period-2 traffic: the controller's drift alert")
@@ -224,7 +245,7 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
 
         console.rule("[bold]6. the controller: retrain -> gate -> shadow -> canary -> promote")
         store = StateStore(workspace.state_db)
-        with Traffic(server.url, p2.tail(REPLAY_ROWS), features) as traffic:
+        with Traffic(server.url, p2.tail(REPLAY_ROWS), features, workers=3, rate=TRAFFIC_RATE) as traffic:
             deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
             outcome = None
             while time.monotonic() < deadline:
@@ -252,6 +273,10 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
             summary.served.append({"phase": "after the rollout", "versions": wait_for_version(server.url, p2.head(1)[features], expected)})
     finally:
         server.stop()
+    console.rule("[bold]8. delayed labels arrive: live performance of the served predictions")
+    summary.live = live_performance(workspace, spec, p1.tail(REPLAY_ROWS), p2.head(REPLAY_ROWS), project)
+    for row in summary.live:
+        console.log(f"v{row['version']} on {row['traffic']} traffic: roc_auc {row['roc_auc']:.4f} over {row['rows']} labelled predictions")
     summary.decisions = decisions
     summary.history = [c.to_dict() for c in Registry(workspace).history(spec.name)]
     summary.seconds = time.monotonic() - t0
@@ -259,6 +284,26 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
     out.write_text(summary.to_markdown())
     _print_summary(console, summary, out)
     return summary
+
+
+def live_performance(workspace: Workspace, spec, p1: pd.DataFrame, p2: pd.DataFrame, project: Path) -> list[dict]:
+    """Ingest the replayed rows' true labels (as ``loopml monitor labels`` does), join them to the
+    logged predictions by request id, and compute roc_auc per served version and period."""
+    from loopml.monitor.labels import ingest_labels, labels_folder, read_labelled, task_metrics
+
+    idc, target = spec.data.id_column, spec.data.target
+    labels = pd.concat([p1[[idc, target]], p2[[idc, target]]]).rename(columns={idc: "request_id", target: "label"})
+    labels.to_csv(project / "data" / "labels.csv", index=False)
+    ingest_labels(labels_folder(workspace.home, spec.name), labels)
+    joined = read_labelled(workspace.predictions, labels_folder(workspace.home, spec.name), spec.name)
+    rows = []
+    for traffic, ids in (("period 1", set(p1[idc])), ("period 2", set(p2[idc]))):
+        part = joined[joined["request_id"].isin(ids)]
+        for version, g in part.groupby("version"):
+            proba = pd.to_numeric(g["out.proba"], errors="coerce").to_numpy() if "out.proba" in g else None
+            m = task_metrics(g["label"].to_numpy(), g["out.prediction"].to_numpy(), proba, spec.task)
+            rows.append({"version": str(version), "traffic": traffic, "rows": len(g), "roc_auc": m.get("roc_auc", float("nan"))})
+    return rows
 
 
 def wait_for_version(url: str, row: pd.DataFrame, version: str, timeout: float = 30.0) -> str:

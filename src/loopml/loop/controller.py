@@ -10,6 +10,7 @@ times, and the server keeps serving it while no controller runs.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -127,6 +128,9 @@ class Controller:
             return None
         reference = self.registry.reference_profile(champion)
         report, _, metrics = window_metrics(reference, log, self.spec, version=champion)
+        from loopml.monitor.metrics import publish_window_metrics
+
+        publish_window_metrics(self.workspace, self.model, champion.version, metrics)  # gauges on /metrics
         rules = self.spec.monitoring.alerts
         if rules:
             self._evaluate_alerts(rules, metrics, float(log["ts"].max().timestamp()))
@@ -153,12 +157,17 @@ class Controller:
         from loopml.loop.pipeline import run_pipeline
         from loopml.loop.training_window import retrain_frame
 
+        from threadpoolctl import threadpool_limits
+
         self.say(f"[retrain] trigger {trigger.id} ({trigger.kind}): training on the retraining window")
         try:
             frame, source = retrain_frame(self.spec, self.project_dir, self.workspace)
-            result = run_pipeline(self.spec, self.workspace, project_dir=self.project_dir, frame=frame, source=source,
-                                  auto_promote=False, reason=f"retrain on {trigger.kind}: {trigger.cause}",
-                                  on_step=lambda s, m: self.say(f"[retrain] {s}: {m}"))
+            # Leave a core to the server beside us: OpenMP pools that oversubscribe a busy machine
+            # spin at their barriers and slow training by orders of magnitude (seen: 1 s -> 100 s).
+            with threadpool_limits(max(1, (os.cpu_count() or 2) - 1)):
+                result = run_pipeline(self.spec, self.workspace, project_dir=self.project_dir, frame=frame, source=source,
+                                      auto_promote=False, reason=f"retrain on {trigger.kind}: {trigger.cause}",
+                                      on_step=lambda s, m: self.say(f"[retrain] {s}: {m}"))
         except LoopmlError as exc:
             self.store.finish_trigger(trigger.id, "failed", str(exc))
             self.say(f"[retrain] failed: {exc}")
