@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspace
+from loopml.cli.common import HomeOpt, TrackingOpt, workspace
 
 app = typer.Typer(name="loopml", help="The whole ML lifecycle as one closed loop.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

@@ -253,7 +253,7 @@ class Controller:
         ev.online_metric_drop = self.online_metric_drop(rollout)
         decision = decide_step(step, self.spec.rollout, ev, signals.shadow_errors(counters, rollout.challenger))
         if decision.action == ADVANCE:
-            self._record(rollout, f"rollout-advance", decision)
+            self._record(rollout, "rollout-advance", decision)
             if rollout.step + 1 >= len(steps):
                 rollout = self._transition(rollout, "running", decision, status="promoting")
                 self.say(f"[rollout] {step_label(step)} passed: {'; '.join(decision.reasons)} -> 100%")

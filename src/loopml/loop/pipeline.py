@@ -19,6 +19,7 @@ import pandas as pd
 
 import loopml
 from loopml.config import Workspace
+from loopml.fileio import atomic_write_json
 from loopml.errors import ContractViolation, LoopmlError, PipelineStepFailed
 from loopml.spec import ProjectSpec
 
@@ -108,9 +109,7 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
             return cached
 
     result = _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, auto_promote, reason)
-    tmp = cache_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), default=str))
-    tmp.replace(cache_file)
+    atomic_write_json(cache_file, result.to_dict())
     return result
 
 

@@ -133,10 +133,8 @@ def publish_window_metrics(workspace: Any, model: str, version: str, metrics: di
     :func:`loopml.monitor.service.window_metrics`) where every server serving it exposes
     them on ``/metrics`` as the :data:`GAUGES`. Atomic (temp file, fsync, rename); returns
     the file. ``workspace`` is a :class:`~loopml.config.Workspace` or its home folder."""
-    import json
     import math
     import os
-    import tempfile
     import time
 
     home = workspace if isinstance(workspace, (str, os.PathLike)) else workspace.home
@@ -144,20 +142,9 @@ def publish_window_metrics(workspace: Any, model: str, version: str, metrics: di
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     doc = {"model": model, "version": str(version), "ts": time.time(), "metrics": clean}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    from loopml.fileio import atomic_write_json
+
+    return atomic_write_json(path, doc)
 
 
 class MonitorFiles:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from loopml.errors import InvalidTrafficPolicy
@@ -28,22 +27,9 @@ def policy_path(home: str | os.PathLike, model: str) -> Path:
 
 def save_policy(home: str | os.PathLike, model: str, policy: TrafficPolicy) -> Path:
     """Write ``policy`` for ``model`` atomically; returns the file."""
-    path = policy_path(home, model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(policy.to_dict(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    from loopml.fileio import atomic_write_json
+
+    return atomic_write_json(policy_path(home, model), policy.to_dict())
 
 
 def file_signature(path: Path) -> tuple[int, int] | None:
