@@ -14,7 +14,7 @@ def test_demo_closes_the_loop(workspace):
     reg = Registry(workspace)
     versions = reg.versions("fraud")
     assert [v.version for v in versions] == ["1", "2"]
-    assert reg.resolve("fraud").version == "2"
+    assert reg.resolve("fraud").version == "2", "\n".join(summary.decisions)
     # drift: none on period-1 traffic, found on period-2 traffic by the FDR-controlled verdict
     d1, d2 = summary.drift
     assert d1["drifted"] is False and d2["drifted"] is True

@@ -7,9 +7,9 @@ CANARY = RolloutStep(kind="canary", weight=0.05)
 SHADOW = RolloutStep(kind="shadow", min_requests=50)
 
 
-def ev(ch_req=1000, ch_err=0, ch_p99=2.0, c_req=100, c_err=0, c_p99=2.0, logged=0, **kw):
-    return Evidence(champion=VariantStats(ch_req, ch_err, ch_p99), challenger=VariantStats(c_req, c_err, c_p99),
-                    challenger_logged=logged, **kw)
+def ev(ch_req=1000, ch_err=0, ch_p99=2.0, c_req=100, c_err=0, c_p99=2.0, logged=0, ch_p50=1.0, c_p50=1.0, **kw):
+    return Evidence(champion=VariantStats(ch_req, ch_err, ch_p99, ch_p50),
+                    challenger=VariantStats(c_req, c_err, c_p99, c_p50), challenger_logged=logged, **kw)
 
 
 def test_holds_until_sample():
@@ -29,13 +29,19 @@ def test_errors_roll_back_before_full_sample():
 
 
 def test_slow_challenger_rolls_back_once_confirmed():
-    first = decide_step(CANARY, SPEC, ev(c_p99=50.0))
+    first = decide_step(CANARY, SPEC, ev(c_p99=50.0, c_p50=40.0))
     assert first.action == HOLD and any("holding until 300" in r for r in first.reasons)
-    d = decide_step(CANARY, SPEC, ev(c_req=300, c_p99=50.0))
+    d = decide_step(CANARY, SPEC, ev(c_req=300, c_p99=50.0, c_p50=40.0))
     assert d.action == ROLLBACK
     assert any("TOO SLOW" in r for r in d.reasons)
     assert decide_step(CANARY, SPEC, ev(c_p99=8.9)).action == ADVANCE  # 2 x 2 + 5 = 9 ms allowed
     assert decide_step(CANARY, SPEC, ev(c_req=300, c_p99=8.0)).action == ADVANCE  # recovered
+
+
+def test_tail_only_latency_breach_needs_ten_times_the_sample():
+    noisy = ev(c_req=300, c_p99=50.0, c_p50=1.0)  # median in line: a busy machine, not a slow model
+    assert decide_step(CANARY, SPEC, noisy).action == HOLD
+    assert decide_step(CANARY, SPEC, ev(c_req=1000, c_p99=50.0, c_p50=1.0)).action == ROLLBACK
 
 
 def test_shadow_uses_logged_predictions_and_shadow_errors():

@@ -26,7 +26,7 @@ from loopml.spec import load_spec
 
 VERSION_HEADER = "x-loopml-model-version"
 REPLAY_ROWS = 2000
-ROLLOUT_TIMEOUT_S = 90.0
+ROLLOUT_TIMEOUT_S = 150.0
 TRAFFIC_RATE = 300.0  # requests/s while the controller works: live traffic, not a flood
 
 

@@ -91,9 +91,9 @@ class Controller:
 
     def _trigger(self, kind: str, cause: str) -> None:
         trig = self.store.add_trigger(self.model, kind, cause, self.spec.triggers.debounce_s)
-        audit.record_event(self.workspace.audit_log, self.model, "trigger", f"{kind}: {cause} ({trig.status})",
-                           who=WHO, evidence={"trigger": trig.id, "status": trig.status}, alias="trigger")
-        if trig.status == "queued":
+        if trig.status == "queued":  # merged repeats stay in state.db; the audit log gets the cause once
+            audit.record_event(self.workspace.audit_log, self.model, "trigger", f"{kind}: {cause}",
+                               who=WHO, evidence={"trigger": trig.id}, alias="trigger")
             self.say(f"[trigger] {kind}: {cause}")
 
     def _watch_folder(self, folder: Path) -> None:

@@ -9,8 +9,10 @@ Rules, in order (each threshold from the spec's ``rollout`` section):
    shadow predictions; canary: answered requests).
 3. latency (canary): challenger p99 <= champion p99 x ``max_p99_ratio`` + ``p99_slack_ms``.
    A p99 over a few dozen requests is nearly their maximum, so a first breach holds the step
-   to collect evidence; only a breach that persists at ``LATENCY_CONFIRM`` x the sample rolls
-   back (a healthy challenger recovers, a slow one is confirmed).
+   to collect evidence; a breach that persists at ``LATENCY_CONFIRM`` x the sample rolls back
+   when the challenger's median is slower by the same rule (a slow model is slow throughout);
+   a tail-only breach (median in line: often a busy machine) must persist to
+   ``TAIL_CONFIRM`` x the sample.
 4. prediction divergence (Jensen-Shannon distance of the score distributions) <=
    ``max_prediction_divergence``; shadow agreement >= ``min_shadow_agreement``; online metric
    drop <= ``max_online_metric_drop`` — each only when configured and measurable.
@@ -28,6 +30,7 @@ from loopml.spec import RolloutSpec, RolloutStep
 ADVANCE, HOLD, ROLLBACK = "advance", "hold", "rollback"
 MIN_FOR_ERRORS = 10
 LATENCY_CONFIRM = 3
+TAIL_CONFIRM = 10
 
 
 @dataclass
@@ -78,9 +81,12 @@ def decide_step(step: RolloutStep, spec: RolloutSpec, ev: Evidence, shadow_error
     if step.kind == "canary" and ev.challenger.p99_ms is not None and ev.champion.p99_ms is not None:
         limit = ev.champion.p99_ms * spec.max_p99_ratio + spec.p99_slack_ms
         ok = ev.challenger.p99_ms <= limit
-        confirmed = sample >= LATENCY_CONFIRM * need
-        verdict = "ok" if ok else ("TOO SLOW" if confirmed else
-                                   f"over the limit: holding until {LATENCY_CONFIRM * need} requests confirm it")
+        median_slow = (ev.challenger.p50_ms is not None and ev.champion.p50_ms is not None
+                       and ev.challenger.p50_ms > ev.champion.p50_ms * spec.max_p99_ratio + spec.p99_slack_ms)
+        confirm_at = (LATENCY_CONFIRM if median_slow else TAIL_CONFIRM) * need
+        confirmed = sample >= confirm_at
+        verdict = "ok" if ok else ("TOO SLOW" if confirmed else f"over the limit: holding until {confirm_at} "
+                                   f"requests confirm it ({'median slower too' if median_slow else 'tail only'})")
         d.reasons.append(f"p99 {ev.challenger.p99_ms:.1f} ms vs limit {limit:.1f} ms "
                          f"(champion {ev.champion.p99_ms:.1f} ms x {spec.max_p99_ratio} + {spec.p99_slack_ms} ms): "
                          + verdict)

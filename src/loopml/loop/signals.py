@@ -29,6 +29,7 @@ class VariantStats:
     requests: float = 0.0
     errors: float = 0.0
     p99_ms: float | None = None
+    p50_ms: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -91,6 +92,7 @@ def variant_stats(counters: dict[str, float], version: str, variants: tuple[str,
             bound = math.inf if le in ("+Inf", "inf") else float(le)
             buckets[bound] = buckets.get(bound, 0.0) + value
     stats.p99_ms = histogram_quantile(0.99, buckets)
+    stats.p50_ms = histogram_quantile(0.5, buckets)
     return stats
 
 
