@@ -97,7 +97,7 @@ def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = 
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(f"server exited with {proc.returncode}: {server_log(proc)}")
         try:
             if httpx.post(url, json={"dataframe_split": {"columns": FEATURES, "data": [[0.0] * 20]}},
                           timeout=5).status_code == 200:
@@ -112,23 +112,38 @@ def start_servers(home: Path, tracking_uri: str, which: list[str]) -> dict[str, 
     env = {**os.environ, "LOOPML_HOME": str(home), "MLFLOW_TRACKING_URI": tracking_uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("LOOPML_ADMIN_TOKEN", None)
+    env.pop("LOOPML_SERVE_COMPILED", None)
     procs = {}
     for kind in which:
         port = free_port()
-        if kind in ("loopml", "loopml-nolog"):
+        kind_env = env
+        if kind in ("loopml", "loopml-nolog", "loopml-sklearn"):
             cmd = [sys.executable, "-c", "from loopml.cli.main import main; main()", "serve", "-m", f"{NAME}@champion",
                    "--host", "127.0.0.1", "--port", str(port)] + (["--no-log"] if kind == "loopml-nolog" else [])
+            if kind == "loopml-sklearn":  # the same server without the compiled linear fast path
+                kind_env = {**env, "LOOPML_SERVE_COMPILED": "0"}
         elif kind == "mlflow":
             cmd = [shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow", "models", "serve",
                    "-m", f"models:/{NAME}@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)]
         else:
             cmd = [sys.executable, __file__, "--echo-server", str(port)]
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # stderr goes to a file: a pipe nobody reads fills up (mlflow logs per request) and
+        # then blocks the server mid-benchmark
+        log = open(home.parent / f"{kind}.log", "w")  # noqa: SIM115 - closed with the temp folder
+        p = subprocess.Popen(cmd, env=kind_env, stdout=subprocess.DEVNULL, stderr=log, text=True,
                              start_new_session=True)
+        p.log_path = log.name
         url = f"http://127.0.0.1:{port}/invocations"
         wait_http(url, proc=p)
         procs[kind] = (p, url)
     return procs
+
+
+def server_log(p: subprocess.Popen) -> str:
+    try:
+        return Path(p.log_path).read_text()[-2000:]
+    except (AttributeError, OSError):
+        return ""
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -181,8 +196,9 @@ def wrk(url: str, script: Path, connections: int, duration: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    ap.add_argument("--servers", default="loopml,loopml-nolog,mlflow,echo",
-                    help="loopml (prediction log on), loopml-nolog, mlflow, echo")
+    ap.add_argument("--servers", default="loopml,loopml-nolog,loopml-sklearn,mlflow,echo",
+                    help="loopml (prediction log on), loopml-nolog, loopml-sklearn (log on, compiled "
+                         "linear fast path off), mlflow, echo")
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -206,8 +222,12 @@ def main() -> None:
                         wrk(url, script, conns, 2)  # warm-up
                         results[(kind, rows, conns)] = r = wrk(url, script, conns, args.duration)
                         print(f"{kind:7s} rows={rows:2d} c={conns:2d}  {r['rps']:9.0f} req/s  "
-                              f"p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms  non2xx {r['non2xx']}",
+                              f"p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms  non2xx {r['non2xx']}"
+                              f"{'  socket errors: ' + r['socket_errors'] if r['socket_errors'] else ''}",
                               file=sys.stderr)
+                        p, _ = procs[kind]
+                        if p.poll() is not None:
+                            print(f"{kind} exited with {p.returncode}: {server_log(p)}", file=sys.stderr)
         finally:
             for p, _ in procs.values():
                 stop(p)

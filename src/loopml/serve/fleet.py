@@ -191,7 +191,8 @@ class Fleet:
         for d in candidates:
             if d.version == str(ref.version) and not d.retired:
                 return d
-        runtime = ModelRuntime(self.registry, ref, predict_in_thread=self.settings.predict_in_thread)
+        runtime = ModelRuntime(self.registry, ref, predict_in_thread=self.settings.predict_in_thread,
+                               use_compiled=self.settings.compiled)
         await asyncio.to_thread(runtime.load)
         if self.metrics is not None:
             self.metrics.model_loaded(runtime.name, runtime.version, runtime.load_seconds or 0.0)

@@ -126,7 +126,8 @@ class ModelRuntime:
     :class:`~loopml.registry.client.Registry`); ``ref`` is its ``ModelVersionRef``.
     """
 
-    def __init__(self, source: Any, ref: Any, *, predict_in_thread: bool = True) -> None:
+    def __init__(self, source: Any, ref: Any, *, predict_in_thread: bool = True,
+                 use_compiled: bool | None = None) -> None:
         self.source = source
         self.ref = ref
         self.name: str = ref.name
@@ -142,6 +143,10 @@ class ModelRuntime:
         self.argmax_predict = False
         self._executor = None
         self.fast = False
+        # ServeSettings.compiled (LOOPML_SERVE_COMPILED=0) turns the compiled fast path off:
+        # an escape hatch, and the benchmark's A/B switch
+        self.use_compiled = True if use_compiled is None else use_compiled
+        self.compiled: Any = None
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -168,6 +173,14 @@ class ModelRuntime:
             self.classes = np.asarray(classes)
         self.argmax_predict = type(self._tail).__name__ in ARGMAX_CLASSIFIERS and self.classes is not None
         self.fast = self._fast_lane_agrees()
+        if self.fast and self.use_compiled:
+            # validation-free NumPy for known linear pipelines; adopted only if it matches
+            # scikit-learn on probe rows (see loopml.serve.compiled)
+            from loopml.serve.compiled import compile_pipeline
+
+            head = self._head_steps if self._head_steps is not None else ([] if self._head is None else None)
+            if head is not None:
+                self.compiled = compile_pipeline(head, self._tail, len(self.inputs))
         self._warm_up()
         self.load_seconds = time.perf_counter() - t0
         return self
@@ -260,7 +273,7 @@ class ModelRuntime:
     def predict_sync(self, rows: Rows) -> Prediction:
         if self.fast:
             X = self.matrix(rows)
-            pred = self._predict_on(X)
+            pred = self._predict_compiled(X) if self.compiled is not None else self._predict_on(X)
             pred.inputs = X
             return pred
         import pandas as pd
@@ -287,6 +300,13 @@ class ModelRuntime:
             return Prediction(np.asarray(self._tail.predict(Xt)), None)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise InvalidInput(f"model '{self.name}' v{self.version} rejected the input: {e}") from None
+
+    def _predict_compiled(self, X: np.ndarray) -> Prediction:
+        try:
+            out = self.compiled.predict(X)
+        except ValueError as e:
+            raise InvalidInput(f"model '{self.name}' v{self.version} rejected the input: {e}") from None
+        return Prediction(out.predict, out.proba)
 
     async def predict(self, rows: Rows) -> Prediction:
         if not self.predict_in_thread:

@@ -66,6 +66,7 @@ class ServeSettings:
     admin_token: str | None = None
     inference_token: str | None = None
     predict_in_thread: bool = False
+    compiled: bool = True  # NumPy fast path for simple linear pipelines (LOOPML_SERVE_COMPILED=0: off)
     tune_gc: bool = False  # freeze startup objects, rarer GC passes (set by the CLI)
     extra: dict = field(default_factory=dict)
 
@@ -74,6 +75,7 @@ class ServeSettings:
         base = cls(
             admin_token=os.environ.get("LOOPML_ADMIN_TOKEN") or None,
             inference_token=os.environ.get("LOOPML_INFERENCE_TOKEN") or None,
+            compiled=os.environ.get("LOOPML_SERVE_COMPILED", "1").strip().lower() not in ("0", "false", "no"),
         )
         return base.with_(**{k: v for k, v in overrides.items() if v is not None})
 
