@@ -1,6 +1,6 @@
 """Serving benchmark: loopml serve vs mlflow models serve vs a bare ASGI echo, driven by wrk.
 
-    python benchmarks/serve_bench.py [--duration 10] [--markdown docs/benchmarks-serve.md]
+    python benchmarks/serve_bench.py [--duration 10] [--markdown docs/benchmarks-serve-table.md]
 
 Trains the reference model (20-feature logistic regression), registers it in a temporary
 workspace, then for each server drives wrk (2 threads, 16 and 64 connections) with
