@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from types import SimpleNamespace
 
@@ -74,7 +75,55 @@ def test_drift_empty_window_is_a_clear_error(ws, tmp_path):
 
     res = runner.invoke(app, ["drift", "-m", "m", "--since", "10s", "--until", "5s", "--project", str(tmp_path)])
     assert isinstance(res.exception, MonitorError)
-    assert "no predictions logged for model 'm'" in str(res.exception)
+    # the log has rows, just not then: say where they are instead of "send traffic first"
+    assert "no predictions of 'm' in " in str(res.exception)
+    assert "its log holds 2,400 rows from" in str(res.exception)
+
+
+def run_main(monkeypatch, capsys, *args):
+    """``loopml ARGS`` through the real entry point: ``(exit code, stdout, stderr)``."""
+    from loopml.cli.main import main
+
+    monkeypatch.setattr("sys.argv", ["loopml", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["drift", "-m", "m", "--window", "0"], "at least 1 row"),
+    (["drift", "-m", "m", "--window", "-5"], "at least 1 row"),
+    (["drift", "-m", "m", "--since", "garbage"], "'garbage' is not a time"),
+    (["drift", "-m", "m", "--since", "1h", "--until", "2h"], "must be after --since"),
+    (["drift", "-m", "m", "--segment", "nosuch"], "segment column 'nosuch' is not in the window"),
+    (["report", "-m", "m", "--every", "xx"], "'xx' is not a duration"),
+    (["report", "-m", "m", "--history", "-1"], "--history must be 0 or more"),
+    (["labels", "nosuch.csv", "-m", "m"], "cannot read labels"),
+    (["alerts", "--check"], "--check needs --model"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(ws, tmp_path, monkeypatch, capsys, args, words):
+    code, out, err = run_main(monkeypatch, capsys, "monitor", *args, "--project", str(tmp_path))
+    assert code == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_labels_on_an_id_column_not_logged_ingests_nothing(ws, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    f = tmp_path / "truth.csv"
+    pd.DataFrame({"transaction_id": ["t1", "t2"], "label": [0, 1]}).to_csv(f, index=False)
+    code, _, err = run_main(monkeypatch, capsys, "monitor", "labels", str(f), "-m", "m",
+                            "--id-column", "transaction_id", "--project", str(tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "has no input 'transaction_id'" in err and "x0" in err  # names the inputs that were logged
+    assert not (ws / "labels" / "m").exists()  # nothing was ingested
+
+
+def test_alerts_without_rules_says_so(ws, tmp_path):
+    res = runner.invoke(app, ["alerts", "--project", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "no alert rules" in res.output and "no open alerts" in res.output
 
 
 def test_labels_command(ws, tmp_path):
@@ -100,6 +149,30 @@ def test_report_command_writes_html(ws, tmp_path):
     html = out.read_text()
     assert "DRIFT DETECTED" in html and html.count('data-plot="timeseries"') >= 2
     assert "4 windows over time" in res.output
+    assert 'id="segments"' not in html
+
+
+def test_report_command_with_segments(ws, tmp_path):
+    out = tmp_path / "report.html"
+    res = runner.invoke(app, ["report", "-m", "m", "--out", str(out), "-w", "1000", "--segment", "color",
+                              "--project", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert '<section id="segments" data-segment-column="color">' in html
+    segs = dict(re.findall(r'data-segment="([^"]+)" data-drifted="(true|false)"', html))
+    # the drifted window: x0/x1 shifted in every segment; the unseen category is its own segment
+    assert set(segs) == {"a", "b", "c", "d", "zz"} and segs["a"] == "true"
+    assert "segments of color drifted" in " ".join(res.output.split())
+    # the volume line of the quality section: the ws log has history before this window
+    assert 'data-volume-status="' in html and 'data-volume-status="unknown"' not in html
+    assert "served by v1 (1,000); reference: 4,000 rows (training data of v3)" in html
+
+
+def test_drift_table_names_served_versions(ws, tmp_path):
+    res = runner.invoke(app, ["drift", "-m", "m", "-w", "800", "--project", str(tmp_path)])
+    text = " ".join(res.output.split())
+    assert "800 logged rows of 'm'" in text and "served by v1" in text
+    assert "training reference of v3 (4,000 rows)" in text
 
 
 def test_alerts_command_check_list_and_export(ws, tmp_path):

@@ -13,7 +13,7 @@ from loopml.monitor.drift import compute_drift
 from loopml.monitor.html_report import render_html_report, write_html_report
 from loopml.monitor.metrics import drift_metrics
 from loopml.monitor.quality import check_quality
-from loopml.monitor.segments import compute_prediction_drift
+from loopml.monitor.segments import compute_prediction_drift, compute_segment_drift
 
 from .conftest import make_frame, to_log
 
@@ -28,8 +28,14 @@ def build(tmp_path):
     history = [{"label": f"w{i}", "metrics": drift_metrics(compute_drift(ref, make_frame(500, seed=10 + i, shift=i / 10)))}
                for i in range(5)]
     perf = [{"window_start": f"2026-01-0{i + 1}", "roc_auc": 0.8 - i / 50, "f1": 0.5} for i in range(4)]
-    quality = check_quality(ref, cur)
-    path = write_html_report(tmp_path / "r" / "report.html", report, history=history, performance=perf, quality=quality)
+    quality = check_quality(ref, cur, expected_rows=4000.0, volume_history=12, window_seconds=600.0)
+    # segments of "flag": the shifted window drifts in both; a tiny third segment cannot be checked
+    seg_cur = cur.copy()
+    seg_cur["in.flag"] = seg_cur["in.flag"].astype(str)
+    seg_cur.loc[seg_cur.index[:3], "in.flag"] = "tiny"
+    segments = compute_segment_drift(ref, seg_cur, "flag")
+    path = write_html_report(tmp_path / "r" / "report.html", report, history=history, performance=perf,
+                             quality=quality, segments=segments, segment_column="flag")
     return report, path
 
 
@@ -43,9 +49,30 @@ def test_report_is_self_contained(tmp_path):
     assert "@import" not in html
     n_checked = len([f for f in report.features if f.ok]) + len(report.outputs.features)
     assert html.count('data-plot="histogram"') == n_checked
-    assert html.count('data-plot="ranking"') == 1 and html.count('data-plot="timeseries"') == 3
+    assert html.count('data-plot="ranking"') == 2 and html.count('data-plot="timeseries"') == 3
     assert "zz" in html  # the unseen category is named
     assert "color: 200 values in unseen categories" in html  # quality section
+    assert "volume low: 1,000 rows vs ~4,000 expected (median of 12 earlier 10m windows, ratio 0.25)" in html
+
+
+def test_segment_section_verdicts():
+    ref = build_profile(make_frame(3000, seed=1))
+    cur = to_log(make_frame(2000, seed=2))
+    hit = (cur["in.color"] == "a").to_numpy()
+    cur.loc[hit, "in.x2"] = cur.loc[hit, "in.x2"] + 5.0
+    cur.loc[cur.index[:2], "in.color"] = "rare"
+    segments = compute_segment_drift(ref, cur, "color")
+    html = render_html_report(compute_drift(ref, cur), segments=segments, segment_column="color")
+    section = html[html.index('<section id="segments"'):html.index("</section>")]
+    rows = dict(re.findall(r'data-segment="([^"]+)" data-drifted="(true|false)"', section))
+    assert rows == {"a": "true", "b": "false", "c": "false", "d": "false", "rare": "false"}
+    assert "not checked: insufficient data" in section  # the 2-row segment says why, not "no drift"
+    assert section.count('data-plot="ranking"') == 1
+    # the drifted segment names its drifted column
+    a_row = section[section.index('data-segment="a"'):].split("</tr>")[0]
+    assert "DRIFT" in a_row and "x2" in a_row
+    # no --segment: no section
+    assert 'id="segments"' not in render_html_report(compute_drift(ref, cur))
 
 
 def test_empty_report_renders_without_plots():
@@ -71,6 +98,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
     m = re.search(r'data-plots-rendered="(\d+)"', dom)
     assert m, "the page's script did not run"
     assert int(m.group(1)) == expected > 10
+    # the segment section rendered: its rows are in the live DOM and its chart laid out
+    section = dom[dom.index('<section id="segments"'):]
+    section = section[:section.index("</section>")]
+    assert len(re.findall(r'<tr class="segment"', section)) == 3
+    assert re.search(r'data-segment="True" data-drifted="true"', section)
+    assert 'data-plot="ranking"' in section
     shot = tmp_path / "shot.png"
     subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -77,7 +77,7 @@ def test_quality_per_window():
     assert by["color"].unseen == 80 and by["color"].unseen_values == {"zz": 80}
     assert not by["flag"].present
     issues = " | ".join(q.issues)
-    assert "volume: 400 rows, expected about 1000" in issues and "flag: column missing" in issues
+    assert "volume low: 400 rows vs ~1,000 expected (ratio 0.40)" in issues and "flag: column missing" in issues
     assert "x0: missing rate 25.0%" in issues
     m = quality_metrics(q)
     assert m["quality.volume_ratio"] == 0.4 and m["quality.missing_rate.x0"] == 0.25

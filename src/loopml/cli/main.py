@@ -96,9 +96,11 @@ def main() -> None:
         err_console.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors and anything unexpected
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors, whichever click
-            exc.show()
-            sys.exit(exc.exit_code if isinstance(exc.exit_code, int) else 2)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err_console.print(f"error: {exc.format_message()}{where}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
         if debug:
             raise
         err_console.print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",

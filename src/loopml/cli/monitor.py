@@ -74,32 +74,67 @@ def drift(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a window of the prediction log with the model's training reference profile."""
-    from loopml.monitor.service import check_model_drift, try_load_spec
-    from loopml.monitor.windows import parse_time
+    from loopml.monitor.service import check_model_window, try_load_spec
 
     ws = workspace(home, tracking_uri)
     spec = try_load_spec(project)
-    report = check_model_drift(ws, model, spec=spec, last=window,
-                               since=parse_time(since) if since else None,
-                               until=parse_time(until) if until else None, segment=segment)
+    import time
+
+    now = time.time()  # one clock for --since/--until and the volume window's end
+    lo, hi = _time_range(since, until, now)
+    report, quality, _ = check_model_window(ws, model, spec=spec, last=window, since=lo, until=hi, segment=segment,
+                                            now=now)
     if as_json:
-        typer.echo(json.dumps(report.to_dict()))
+        typer.echo(json.dumps({**report.to_dict(), "quality": quality.to_dict()}))
     else:
         console = _console()
         w = report.window
-        console.print(_drift_table(report, f"input drift: {report.model} v{report.version}, "
-                                           f"{w.get('rows', report.n_current):,} rows ({_when(w.get('start'))} .. {_when(w.get('end'))}) "
-                                           f"vs {report.n_reference:,} reference rows"))
+        console.print(_drift_table(report, _drift_title(report)))
         if report.outputs is not None and report.outputs.features:
             console.print(_drift_table(report.outputs, "prediction drift"))
         if report.missing_columns:
             console.print(f"[dim]reference columns not in the log (target, ids...): {', '.join(report.missing_columns)}[/]")
+        _print_quality(console, quality)
         for seg, r in (w.get("segments") or {}).items():
-            console.print(f"segment {seg}: {'[bold red]DRIFT[/]' if r['drifted'] else '[green]no drift[/]'} ({r['rule']})")
+            names = r.get("drifted_features") or []
+            verdict = f"[bold red]DRIFT[/] in {', '.join(names[:6])}" if r["drifted"] else "[green]no drift[/]"
+            checked = sum(1 for f in r.get("features", []) if f.get("status") == "ok")
+            console.print(f"segment {segment}={seg} ({r['n_current']:,} rows): {verdict} "
+                          f"[dim]({checked} columns checked)[/]")
         verdict = "[bold red]DRIFT DETECTED[/]" if report.drifted else "[bold green]NO DRIFT[/]"
         console.print(f"{verdict}  decided by {report.decided_by}: {report.rule}")
     if fail_on_drift and report.drifted:
         raise typer.Exit(1)
+
+
+def _drift_title(report) -> str:
+    w = report.window
+    served = w.get("served_by") or {}
+    by = ", ".join(f"v{v}" + (f" {n:,}" if len(served) > 1 else "") for v, n in served.items())
+    return (f"input drift: {w.get('rows', report.n_current):,} logged rows of '{report.model}' "
+            f"({_when(w.get('start'))} .. {_when(w.get('end'))}" + (f", served by {by}" if by else "") +
+            f") vs the training reference of v{report.version} ({report.n_reference:,} rows)")
+
+
+def _time_range(since: str | None, until: str | None, now: float) -> tuple[float | None, float | None]:
+    from loopml.errors import MonitorError
+    from loopml.monitor.windows import parse_time
+
+    lo = parse_time(since, now) if since else None
+    hi = parse_time(until, now) if until else None
+    if lo is not None and hi is not None and hi <= lo:
+        raise MonitorError(f"--until ({until}) must be after --since ({since})")
+    return lo, hi
+
+
+def _print_quality(console, quality) -> None:
+    style = {"low": "bold yellow", "high": "bold yellow", "ok": "green"}.get(quality.volume_status, "dim")
+    console.print(f"[{style}]{quality.volume_message}[/]")
+    other = [i for i in quality.issues if i != quality.volume_message]
+    for issue in other[:10]:
+        console.print(f"[yellow]quality: {issue}[/]")
+    if len(other) > 10:
+        console.print(f"[yellow]quality: {len(other) - 10} more issues (see --json)[/]")
 
 
 @app.command()
@@ -109,6 +144,7 @@ def report(
     window: WindowOpt = None,
     history: Annotated[int, typer.Option(help="Earlier windows of the same size to plot over time.")] = 12,
     every: Annotated[str, typer.Option(help="Time bucket for live metrics from labels.")] = "1h",
+    segment: Annotated[Optional[str], typer.Option(help="Add a section with drift per value of this column.")] = None,
     project: ProjectOpt = Path("."),
     home: HomeOpt = None,
     tracking_uri: TrackingOpt = None,
@@ -116,26 +152,38 @@ def report(
     """Write a self-contained HTML report (plots inline, opens without network)."""
     from loopml.monitor.html_report import write_html_report
     from loopml.monitor.labels import labels_folder, performance, read_labelled
-    from loopml.monitor.metrics import drift_metrics
-    from loopml.monitor.service import champion_reference, read_log_window, try_load_spec, window_metrics
-    from loopml.monitor.windows import iter_windows
+    from loopml.monitor.service import (champion_reference, read_log_window, segment_drift, try_load_spec,
+                                        window_metrics)
+    from loopml.monitor.windows import iter_windows, parse_duration
 
     ws = workspace(home, tracking_uri)
     spec = try_load_spec(project)
+    from loopml.errors import MonitorError
+
+    parse_duration(every)  # bad arguments fail before any work
+    if window is not None and window < 1:
+        raise MonitorError(f"the window must be at least 1 row; got {window}")
+    if history < 0:
+        raise MonitorError(f"--history must be 0 or more; got {history}")
     version, reference = champion_reference(ws, model)
     size = window or (spec.monitoring.window if spec is not None else 1000)
     current = read_log_window(ws, version.name, last=size)
-    drift_report, quality, _ = window_metrics(reference, current, spec, version=version)
-    past = list(iter_windows(ws.predictions, version.name, size=size))[-history:]
-    from loopml.monitor.service import drift_check
-
-    hist = [{"label": w.label, "metrics": drift_metrics(drift_check(reference, df, spec))} for w, df in past if len(df)]
+    drift_report, quality, _ = window_metrics(reference, current, spec, version=version, log_root=ws.predictions)
+    segments = segment_drift(reference, current, spec, segment) if segment else None
+    past = list(iter_windows(ws.predictions, version.name, size=size))[-history:] if history else []
+    hist = [{"label": w.label,
+             "metrics": window_metrics(reference, df, spec, version=version, log_root=ws.predictions)[2]}
+            for w, df in past if len(df)]
     task = spec.task if spec is not None else ("classification" if "out.proba" in current.columns else "regression")
     labelled = read_labelled(ws.predictions, labels_folder(ws.home, version.name), version.name)
     perf = performance(labelled, task, every=every, by=()) if len(labelled) else None
-    path = write_html_report(out, drift_report, history=hist, performance=perf, quality=quality)
+    path = write_html_report(out, drift_report, history=hist, performance=perf, quality=quality,
+                             segments=segments, segment_column=segment)
+    seg = ""
+    if segments is not None:
+        seg = f"; {sum(r.drifted for r in segments.values())} of {len(segments)} segments of {segment} drifted"
     _console().print(f"report written to [bold]{path}[/] ({'DRIFT' if drift_report.drifted else 'no drift'}; "
-                     f"{len(hist)} windows over time)")
+                     f"{len(hist)} windows over time{seg}; {quality.volume_message})")
 
 
 @app.command()
@@ -154,7 +202,8 @@ def labels(
     import pandas as pd
 
     from loopml.errors import DataSourceError
-    from loopml.monitor.labels import ingest_labels, labels_folder, performance, read_labelled
+    from loopml.monitor.labels import check_join_key, ingest_labels, labels_folder, performance, read_labelled
+    from loopml.monitor.windows import parse_duration
     from loopml.monitor.service import try_load_spec
     from loopml.registry.client import parse_model_ref
 
@@ -166,6 +215,9 @@ def labels(
         df = pd.read_parquet(file) if file.suffix in (".parquet", ".pq") else pd.read_csv(file)
     except (OSError, ValueError) as exc:
         raise DataSourceError(str(file), f"cannot read labels ({exc})") from None
+    if every:
+        parse_duration(every)  # bad arguments fail before anything is ingested
+    check_join_key(ws.predictions, name, id_column)
     folder = labels_folder(ws.home, name)
     _, n = ingest_labels(folder, df, id_column=id_column, label_column=label_column)
     joined = read_labelled(ws.predictions, folder, name, id_column=id_column)
@@ -219,7 +271,9 @@ def alerts(
         return
     if check:
         if not model:
-            raise typer.BadParameter("--check needs --model NAME")
+            from loopml.errors import MonitorError
+
+            raise MonitorError("--check needs --model NAME: the model whose latest window the rules evaluate")
         events, delivered, failed = check_alerts(ws, model, rules, spec=spec, last=window)
         for e in events:
             console.print(e.message)
@@ -231,6 +285,14 @@ def alerts(
         from dataclasses import asdict
 
         typer.echo(json.dumps({"alerts": [asdict(s) for s in states], "events": [asdict(e) for e in events]}))
+        return
+    if not rules:
+        console.print("no alert rules: add monitoring.alerts to loopml.yaml or pass --rules FILE "
+                      "(without rules, 'loopml loop' treats the drift verdict itself as the alert)")
+    if not states and not events:
+        console.print("no open alerts and no notifications yet"
+                      + (f" ({len(rules)} rule{'s' if len(rules) != 1 else ''}; evaluate them with --check -m MODEL)"
+                         if rules else ""))
         return
     from rich.table import Table
 

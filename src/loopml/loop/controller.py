@@ -127,7 +127,8 @@ class Controller:
         if len(log) < self.spec.triggers.drift_min_rows:
             return None
         reference = self.registry.reference_profile(champion)
-        report, _, metrics = window_metrics(reference, log, self.spec, version=champion)
+        report, _, metrics = window_metrics(reference, log, self.spec, version=champion,
+                                            log_root=self.workspace.predictions)
         from loopml.monitor.metrics import publish_window_metrics
 
         publish_window_metrics(self.workspace, self.model, champion.version, metrics)  # gauges on /metrics

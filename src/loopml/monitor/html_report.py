@@ -2,8 +2,9 @@
 
 Sections: the verdict and the rule that decided it; drift scores ranked (each column's
 statistic relative to its threshold, so 1.0 is the line); reference vs current histogram
-per column; metrics over time (drift share and scores per window, live metrics once labels
-arrive); data quality issues.
+per column; drift per segment (one verdict per value of a column); metrics over time
+(drift share and scores per window, live metrics once labels arrive); data quality and
+volume against the log's history.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def _fmt(x: Any) -> str:
     return escape(str(x))
 
 
+def _served(window: dict[str, Any]) -> str:
+    served = window.get("served_by") or {}
+    if not served:
+        return ""
+    return " served by " + escape(", ".join(f"v{v} ({n:,})" for v, n in served.items()))
+
+
 def _feature_table(report: "DriftReport") -> str:
     rows = ["<tr><th>column</th><th>kind</th><th>method</th><th>statistic</th><th>p-value</th><th>q-value</th>"
             "<th>threshold</th><th>verdict</th><th>status / unseen categories</th></tr>"]
@@ -69,14 +77,48 @@ def _feature_table(report: "DriftReport") -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def segment_verdict(r: "DriftReport") -> str:
+    """``"DRIFT"``, ``"no drift"`` or ``"not checked: <why>"`` for one segment's report."""
+    if r.drifted:
+        return "DRIFT"
+    if not any(f.ok for f in r.features):
+        return "not checked: " + (r.problems[0].status if r.problems else "no column to check")
+    return "no drift"
+
+
+def _segment_section(column: str, segments: dict[str, "DriftReport"]) -> str:
+    parts = [f'<section id="segments" data-segment-column="{escape(column)}">',
+             f"<h2>Drift per segment of <code>{escape(column)}</code></h2>"]
+    if not segments:
+        parts.append("<p>No segment in this window.</p></section>")
+        return "".join(parts)
+    top = {k: max([drift_score(f) for f in r.features if f.ok] or [0.0]) for k, r in segments.items()}
+    parts.append(svg.ranked_bars([(k, top[k], r.drifted) for k, r in segments.items()],
+                                 title=f"strongest column drift per value of {column}, relative to its threshold "
+                                       "(1.0 = threshold)"))
+    rows = ["<tr><th>segment</th><th>rows</th><th>verdict</th><th>drifted columns</th><th>rule</th></tr>"]
+    for k, r in sorted(segments.items(), key=lambda kv: (not kv[1].drifted, -kv[1].n_current)):
+        verdict = segment_verdict(r)
+        cls = ' class="bad"' if r.drifted else ""
+        drifted = ", ".join(f.name for f in r.drifted_features) or "-"
+        rows.append(f'<tr class="segment" data-segment="{escape(k)}" data-drifted="{str(r.drifted).lower()}">'
+                    f"<td>{escape(k)}</td><td>{r.n_current:,}</td><td{cls}>{escape(verdict)}</td>"
+                    f"<td>{escape(drifted)}</td><td>{escape(r.rule)}</td></tr>")
+    parts.append("<table>" + "".join(rows) + "</table></section>")
+    return "".join(parts)
+
+
 def render_html_report(report: "DriftReport", *, history: list[dict[str, Any]] | None = None,
                        performance: list[dict[str, Any]] | None = None,
-                       quality: "QualityReport | None" = None, title: str | None = None) -> str:
+                       quality: "QualityReport | None" = None, title: str | None = None,
+                       segments: dict[str, "DriftReport"] | None = None, segment_column: str | None = None) -> str:
     """The report as one HTML string.
 
     ``history``: earlier windows, oldest first, each ``{"label": str, "metrics": {name: value}}``
     (flat metrics, see :mod:`loopml.monitor.metrics`); ``performance``: rows of
-    :func:`loopml.monitor.labels.performance` with a ``window_start``.
+    :func:`loopml.monitor.labels.performance` with a ``window_start``; ``segments``: one
+    drift report per value of ``segment_column`` (see
+    :func:`loopml.monitor.segments.compute_segment_drift`).
     """
     name = f"{report.model or 'model'}" + (f" v{report.version}" if report.version else "")
     title = title or f"loopml monitoring report: {name}"
@@ -84,7 +126,8 @@ def render_html_report(report: "DriftReport", *, history: list[dict[str, Any]] |
     parts = [f"<h1>{escape(title)}</h1>",
              f'<p class="muted">generated {time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())}; window: '
              f'{_fmt(w.get("rows", report.n_current))} rows {escape(str(w.get("start", "")))[:19]} .. '
-             f'{escape(str(w.get("end", "")))[:19]}; reference: {report.n_reference:,} rows</p>',
+             f'{escape(str(w.get("end", "")))[:19]}{_served(w)}; reference: {report.n_reference:,} rows'
+             f'{" (training data of v" + escape(str(report.version)) + ")" if report.version else ""}</p>',
              f'<p class="verdict {"drift" if report.drifted else "nodrift"}">'
              f'{"DRIFT DETECTED" if report.drifted else "NO DRIFT"}</p>',
              f"<p>Decided by <b>{escape(report.decided_by)}</b>: {escape(report.rule)}.</p>"]
@@ -99,11 +142,17 @@ def render_html_report(report: "DriftReport", *, history: list[dict[str, Any]] |
     parts.append("<h2>Reference vs current, per column</h2><div class='grid'>")
     parts.extend(svg.histogram(f.name, f.bins, f.reference_counts, f.current_counts) for f in plotted if f.bins)
     parts.append("</div>")
+    if segment_column is not None:
+        parts.append(_segment_section(segment_column, segments or {}))
     if history:
         xs = [h["label"] for h in history]
         parts.append("<h2>Metrics over time</h2>")
         share = [h["metrics"].get("drift.share") for h in history]
         parts.append(svg.lines("share of drifted columns per window", xs, {"drift share": share}))
+        volume = [h["metrics"].get("quality.volume_ratio") for h in history]
+        if any(v is not None for v in volume):
+            parts.append(svg.lines("rows per window over the expected rows (1.0 = as expected)", xs,
+                                   {"volume ratio": volume}))
         top = sorted({k for h in history for k in h["metrics"] if k.startswith("drift.feature.") and not k.endswith(".drifted")})
         if top:
             series = {k.removeprefix("drift.feature."): [h["metrics"].get(k) for h in history] for k in top[:8]}
@@ -115,8 +164,10 @@ def render_html_report(report: "DriftReport", *, history: list[dict[str, Any]] |
         parts.append("<h2>Live metrics (labelled predictions)</h2>")
         parts.append(svg.lines("metrics per window", xs, {k: [r.get(k) for r in performance] for k in keys}))
     if quality is not None:
-        issues = quality.issues
+        issues = [i for i in quality.issues if i != quality.volume_message]
         parts.append("<h2>Data quality</h2>")
+        parts.append(f'<p class="volume" data-volume-status="{escape(quality.volume_status)}">'
+                     f"{escape(quality.volume_message)}</p>")
         parts.append("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in issues) + "</ul>" if issues
                      else "<p>No data quality issue in this window.</p>")
     if report.problems:

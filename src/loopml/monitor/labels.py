@@ -52,6 +52,30 @@ def ingest_labels(folder: str | Path, labels: pd.DataFrame, *, id_column: str = 
     return folder / name, len(part)
 
 
+def check_join_key(predictions_root: str | Path, model: str, id_column: str = "request_id") -> None:
+    """Fail before anything is ingested when the log cannot be joined on ``id_column``: the
+    model has no log, or no input column ``id_column`` was logged with its predictions."""
+    import duckdb
+
+    preds = sorted(str(p) for p in (Path(predictions_root) / model).glob("part-*.parquet"))
+    if not preds:
+        raise MonitorError(f"no predictions logged for model '{model}' (log: {Path(predictions_root) / model}); "
+                           "labels are joined to logged predictions, so serve the model first")
+    if id_column == "request_id":
+        return
+    con = duckdb.connect()
+    try:
+        cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name=true)",
+                                          [preds]).fetchall()]
+    finally:
+        con.close()
+    if f"in.{id_column}" not in cols:
+        inputs = ", ".join(c.removeprefix("in.") for c in cols if c.startswith("in.")) or "none"
+        raise MonitorError(f"cannot join labels on '{id_column}': the prediction log of '{model}' has no input "
+                           f"'{id_column}' (logged inputs: {inputs}); use --id-column request_id, or send "
+                           f"'{id_column}' with each prediction request")
+
+
 def read_labelled(predictions_root: str | Path, labels_root: str | Path, model: str, *,
                   id_column: str = "request_id", since: float | None = None,
                   until: float | None = None) -> pd.DataFrame:
@@ -83,7 +107,8 @@ def read_labelled(predictions_root: str | Path, labels_root: str | Path, model: 
     try:
         return con.execute(sql, params).df()
     except duckdb.BinderException as exc:
-        raise MonitorError(f"cannot join labels on '{id_column}': {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MonitorError(f"cannot join labels on '{id_column}': {first}") from None
     finally:
         con.close()
 

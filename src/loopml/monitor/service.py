@@ -45,12 +45,21 @@ def champion_reference(ws: "Workspace", model: str) -> tuple[Any, "ReferenceProf
 
 def read_log_window(ws: "Workspace", name: str, *, last: int | None = None, since: float | None = None,
                     until: float | None = None) -> "pd.DataFrame":
-    from loopml.monitor.windows import read_window
+    from loopml.monitor.windows import _iso, log_extent, read_window
 
+    if last is not None and last < 1:
+        raise MonitorError(f"the window must be at least 1 row; got {last}")
+    if since is not None and until is not None and until <= since:
+        raise MonitorError(f"the window ends ({_iso(until)}) before it starts ({_iso(since)})")
     df = read_window(ws.predictions, name, last=last, since=since, until=until)
     if len(df) == 0:
+        lo, hi, total = log_extent(ws.predictions, name)
+        if total:  # the log has rows, just not in the asked time range
+            span = f"{_iso(since) if since is not None else 'the start'} .. {_iso(until) if until is not None else 'now'}"
+            raise MonitorError(f"no predictions of '{name}' in {span}; its log holds {total:,} rows from "
+                               f"{_iso(lo)} to {_iso(hi)}")
         where = ws.predictions / name
-        raise MonitorError(f"no predictions logged for model '{name}' in that window (log: {where}); "
+        raise MonitorError(f"no predictions logged for model '{name}' (log: {where}); "
                            "serve it with 'loopml serve' and send traffic first")
     return df
 
@@ -74,13 +83,24 @@ def drift_check(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "Pr
     if "ts" in window.columns and len(window):
         ts = window["ts"]
         report.window.update({"rows": int(len(window)), "start": str(ts.min()), "end": str(ts.max())})
+    if "version" in window.columns and len(window):
+        served = window["version"].astype("string").fillna("?").value_counts()
+        report.window["served_by"] = {str(k): int(v) for k, v in served.items()}
     if segment:
-        from loopml.monitor.segments import compute_segment_drift
-
-        report.window["segments"] = {
-            k: r.to_dict() for k, r in compute_segment_drift(reference, window, segment, settings=settings,
-                                                             features=features).items()}
+        report.window["segments"] = {k: r.to_dict() for k, r in segment_drift(reference, window, spec, segment).items()}
     return report
+
+
+def segment_drift(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "ProjectSpec | None",
+                  segment: str) -> dict[str, "DriftReport"]:
+    """One drift report per value of column ``segment`` (the spec's settings and features)."""
+    from loopml.monitor.segments import compute_segment_drift
+
+    settings = spec.monitoring if spec is not None else None
+    features = None
+    if spec is not None:
+        features = [c for c in spec.feature_columns(list(reference.columns)) if c in reference.columns]
+    return compute_segment_drift(reference, window, segment, settings=settings, features=features)
 
 
 def check_model_drift(ws: "Workspace", model: str, *, spec: "ProjectSpec | None" = None,
@@ -94,15 +114,68 @@ def check_model_drift(ws: "Workspace", model: str, *, spec: "ProjectSpec | None"
     return drift_check(reference, window, spec, version=version, segment=segment)
 
 
-def window_metrics(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "ProjectSpec | None" = None,
-                   *, version: Any = None) -> tuple["DriftReport", Any, dict[str, float]]:
-    """Drift, quality and their flat metrics (for alert rules and gauges) of one window."""
-    from loopml.monitor.metrics import drift_metrics, quality_metrics
-    from loopml.monitor.quality import check_quality
+def window_quality(reference: "ReferenceProfile", window: "pd.DataFrame", *, features: list[str] | None = None,
+                   log_root: str | Path | None = None, model: str | None = None,
+                   span: tuple[float, float] | None = None, history: int | None = None):
+    """Data quality of one window, with its volume against the log's history.
 
-    report = drift_check(reference, window, spec, version=version)
-    quality = check_quality(reference, window, features=[f.name for f in report.features])
+    With ``log_root`` (the workspace's ``predictions`` folder) the expected volume is the
+    median row count of the equal-length windows before ``span`` (default: the window's
+    first to last ``ts``) in ``model``'s log; with no earlier window the status is
+    "insufficient history". Without ``log_root`` no expected volume is looked up.
+    """
+    from loopml.monitor.quality import VOLUME_HISTORY, check_quality, expected_volume, window_span
+
+    expected, n_hist, seconds = None, None, None
+    if log_root is not None:
+        if model is None and "model" in window.columns and len(window):
+            model = str(window["model"].iloc[-1])
+        span = span or window_span(window)
+        n_hist = 0
+        if span is not None and model:
+            seconds = span[1] - span[0]
+            expected, n_hist = expected_volume(log_root, model, span[0], span[1],
+                                               windows=history or VOLUME_HISTORY)
+    return check_quality(reference, window, features=features, expected_rows=expected,
+                         volume_history=n_hist, window_seconds=seconds)
+
+
+def window_metrics(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "ProjectSpec | None" = None,
+                   *, version: Any = None, log_root: str | Path | None = None,
+                   span: tuple[float, float] | None = None,
+                   segment: str | None = None) -> tuple["DriftReport", Any, dict[str, float]]:
+    """Drift, quality and their flat metrics (for alert rules and gauges) of one window.
+
+    Pass ``log_root`` (``workspace.predictions``) to judge the window's volume against the
+    log's history (``quality.volume_ratio``); see :func:`window_quality`.
+    """
+    from loopml.monitor.metrics import drift_metrics, quality_metrics
+
+    report = drift_check(reference, window, spec, version=version, segment=segment)
+    quality = window_quality(reference, window, features=[f.name for f in report.features], log_root=log_root,
+                             model=version.name if version is not None else None, span=span)
     return report, quality, {**drift_metrics(report), **quality_metrics(quality)}
+
+
+def check_model_window(ws: "Workspace", model: str, *, spec: "ProjectSpec | None" = None,
+                       last: int | None = None, since: float | None = None, until: float | None = None,
+                       segment: str | None = None, now: float | None = None):
+    """:func:`window_metrics` of a model's latest log window (or ``since``/``until``).
+
+    A time window's volume is judged over ``[since, until or now)``, so a quiet period
+    counts as low volume even when its last row is old.
+    """
+    import time
+
+    version, reference = champion_reference(ws, model)
+    if last is None and since is None:
+        last = spec.monitoring.window if spec is not None else 1000
+    window = read_log_window(ws, version.name, last=last, since=since, until=until)
+    span = None
+    if since is not None:
+        span = (since, until if until is not None else (time.time() if now is None else now))
+    return window_metrics(reference, window, spec, version=version, log_root=ws.predictions, span=span,
+                          segment=segment)
 
 
 def load_rules(spec: "ProjectSpec | None", rules_file: str | Path | None = None) -> list:
@@ -141,7 +214,7 @@ def check_alerts(ws: "Workspace", model: str, rules: list, *, spec: "ProjectSpec
     if last is None:
         last = spec.monitoring.window if spec is not None else 1000
     window = read_log_window(ws, version.name, last=last)
-    _, _, metrics = window_metrics(reference, window, spec, version=version)
+    _, _, metrics = window_metrics(reference, window, spec, version=version, log_root=ws.predictions)
     window_end = float(window["ts"].max().timestamp())
     with AlertStore(ws.state_db) as store:
         events = evaluate(rules, version.name, metrics, window_end=window_end, store=store, now=now)

@@ -165,3 +165,39 @@ def iter_windows(root: str | Path, model: str, *, size: str | int, step: str | i
         wins = time_windows(start, end, parse_duration(str(size)), parse_duration(str(step)) if step else None)
     for w in wins:
         yield w, read_window(root, model, w)
+
+
+def history_row_counts(root: str | Path, model: str, start: float, end: float, *,
+                       windows: int = 12) -> list[int]:
+    """Rows in each of the ``windows`` equal-length windows before ``[start, end)``, newest first.
+
+    Only windows that lie entirely after the log's first row count (an empty window before
+    the model was served says nothing about its expected traffic); one DuckDB query.
+    """
+    size = float(end) - float(start)
+    files = _files(root, model)
+    if size <= 0 or windows <= 0 or not files:
+        return []
+    lo, _, _ = log_extent(root, model)
+    if lo is None:
+        return []
+    n = min(windows, int(math.floor((start - lo) / size + 1e-9)))
+    if n <= 0:
+        return []
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT CAST(ceil((? - epoch(CAST(ts AS TIMESTAMPTZ))) / ?) AS BIGINT) - 1 AS k, count(*) "
+            "FROM read_parquet(?, union_by_name=true) "
+            "WHERE CAST(ts AS TIMESTAMPTZ) < to_timestamp(?) AND CAST(ts AS TIMESTAMPTZ) >= to_timestamp(?) "
+            "GROUP BY k", [float(start), size, files, float(start), float(start) - n * size]
+        ).fetchall()
+    finally:
+        con.close()
+    counts = dict.fromkeys(range(n), 0)
+    for k, c in rows:
+        if 0 <= int(k) < n:  # window k is [start - (k + 1) * size, start - k * size)
+            counts[int(k)] += int(c)
+    return [counts[k] for k in range(n)]
