@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import yaml
 
-from loopml.demo.run import Traffic
+from loopml.demo.traffic import Traffic
 from loopml.loop.server_process import ServerProcess
 from loopml.loop.state import StateStore
 from loopml.registry import audit

@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from loopml.demo.run import Traffic
+from loopml.demo.traffic import Traffic
 from loopml.loop.admin_client import ServerClient
 from loopml.loop.controller import Controller
 from loopml.loop.server_process import ServerProcess
