@@ -162,7 +162,7 @@ def retrain(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri:
     console.print(f"trigger {trig.id} {trig.status}" + (f" ({trig.result})" if trig.result else ""))
 
 
-def _steer(project: Path, home, tracking_uri, new_status: str, allowed: tuple[str, ...]) -> None:
+def _steer(project: Path, home, tracking_uri, new_status: str, allowed: tuple[str, ...], **changes) -> None:
     from loopml.errors import LoopmlError
     from loopml.loop.state import StaleRollout, StateStore
     from loopml.registry import audit
@@ -180,7 +180,7 @@ def _steer(project: Path, home, tracking_uri, new_status: str, allowed: tuple[st
     audit.record_event(ws.audit_log, spec.name, f"rollout-manual-{new_status}", f"by hand: {new_status}",
                        version=r.challenger, previous=r.champion)
     try:
-        store.update_rollout(r, expect_status=r.status, decision=decision, status=new_status)
+        store.update_rollout(r, expect_status=r.status, decision=decision, status=new_status, **changes)
     except StaleRollout as exc:
         raise LoopmlError(f"rollout {r.id} changed meanwhile ({exc}); try again") from None
     console.print(f"rollout {r.id}: {r.status} -> {new_status} (the controller applies it on its next tick)")
@@ -215,7 +215,7 @@ def rollout_pause(project: ProjectOpt = Path("."), home: HomeOpt = None, trackin
 @rollout_app.command("resume")
 def rollout_resume(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
     """Continue a paused rollout."""
-    _steer(project, home, tracking_uri, "running", ("paused",))
+    _steer(project, home, tracking_uri, "running", ("paused",), step_started=time.time())  # a fresh step timeout
 
 
 @rollout_app.command("abort")

@@ -20,7 +20,7 @@ from loopml.errors import LoopmlError
 from loopml.loop import signals
 from loopml.loop.admin_client import ServerClient
 from loopml.loop.latency import latency_verdict
-from loopml.loop.rollout import ADVANCE, ROLLBACK, decide_step, policy_for, step_label
+from loopml.loop.rollout import ADVANCE, HOLD, ROLLBACK, decide_step, policy_for, step_label
 from loopml.loop.state import Rollout, StaleRollout, StateStore
 from loopml.registry import audit
 from loopml.registry.client import CHAMPION, Registry
@@ -48,7 +48,7 @@ class Controller:
         rollout = self.store.active_rollout(self.model)
         if rollout is not None:
             self.drive(rollout)
-            self.poll_triggers(quiet=True)  # triggers during a rollout queue up
+            self.poll_triggers()  # triggers during a rollout queue up behind it
             return
         self.poll_triggers()
         trigger = self.store.claim_trigger(self.model)
@@ -77,7 +77,7 @@ class Controller:
             self.drive(rollout)
 
     # -- triggers ---------------------------------------------------------------------------
-    def poll_triggers(self, quiet: bool = False) -> None:
+    def poll_triggers(self) -> None:
         t = self.spec.triggers
         now = self.clock()
         if t.interval_s and now - self._last_schedule >= t.interval_s:
@@ -265,6 +265,12 @@ class Controller:
                 self.say(f"[rollout] {step_label(step)} passed: {'; '.join(decision.reasons)} -> "
                          f"{step_label(steps[rollout.step])}")
                 self._apply_step(rollout)
+        elif decision.action == HOLD and self.clock() - rollout.step_started > self.spec.rollout.step_timeout_s:
+            decision.reasons.append(f"no decision after {self.spec.rollout.step_timeout_s:.0f} s: paused; "
+                                    "'loopml rollout resume' waits longer, 'loopml rollout abort' rolls back")
+            self._record(rollout, "rollout-paused", decision)
+            self._transition(rollout, "running", decision, status="paused")
+            self.say(f"[rollout] paused at {step_label(step)}: {'; '.join(decision.reasons)}")
         elif decision.action == ROLLBACK:
             self._record(rollout, "rollout-rollback", decision)
             rollout = self._transition(rollout, "running", decision, status="rolling_back")

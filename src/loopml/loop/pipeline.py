@@ -82,10 +82,7 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
     workspace.init()
     src = source or spec.data.source
     on_step("snapshot", f"reading {src}")
-    try:
-        snap = snapshot_dataset(src, workspace, base_dir=project_dir, df=frame)
-    except LoopmlError:
-        raise
+    snap = snapshot_dataset(src, workspace, base_dir=project_dir, df=frame)
     on_step("snapshot", f"{snap.id}: {snap.row_count} rows")
 
     df = snap.load_frame()

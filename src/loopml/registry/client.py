@@ -106,6 +106,18 @@ def _own_types(model: Any) -> list[str]:
     return list(sio.get_untrusted_types(data=sio.dumps(model)))
 
 
+def _logged_model_id(model_uri: str) -> str | None:
+    """``models:/m-...`` (a logged model, as ``log_model`` returns it) -> ``m-...``, else None.
+
+    A tracking server's REST API only accepts such a source together with its model id
+    (the local SQLite store looks it up itself), so registration passes it along.
+    """
+    if not model_uri.startswith("models:/"):
+        return None
+    rest = model_uri[len("models:/"):].strip("/")
+    return rest if rest and "/" not in rest and "@" not in rest else None
+
+
 def _predict_sample(model: Any, X: Any) -> Any:
     return model.predict(X)
 
@@ -165,7 +177,8 @@ class Registry:
             client.create_registered_model(name)
         try:
             mv = client.create_model_version(name, model_uri, run_id=run_id,
-                                             tags={k: str(v) for k, v in tags.items()})
+                                             tags={k: str(v) for k, v in tags.items()},
+                                             model_id=_logged_model_id(model_uri))
         except Exception as exc:  # noqa: BLE001
             raise RegistrationError(name, str(exc).splitlines()[0]) from None
         ref = self.resolve(name, str(mv.version))

@@ -51,6 +51,7 @@ class ServeApp:
         self.metrics = metrics
         metrics.fleet = fleet
         self._shadow_tasks: set[asyncio.Task] = set()
+        self.tracing: Any = None  # set by loopml.serve.tracing.maybe_trace when OTel is configured
         try:
             self._mlflow_version = metadata.version("mlflow").encode()
         except metadata.PackageNotFoundError:
@@ -190,7 +191,8 @@ class ServeApp:
         labels[0], labels[1], labels[2] = ep.name, dep.version, dep.label
         rid = req.id or headers.get("x-request-id") or _new_request_id()
         req.rows.ids = _row_ids(rid, req.rows.n)
-        pred = await dep.predict(req.rows, _deadline(headers))
+        pred = await (dep.predict(req.rows, _deadline(headers)) if self.tracing is None
+                      else self.tracing.predict(dep, req.rows, _deadline(headers), rid))
         if shadow is not None:
             self._shadow(shadow, req.rows)
         body = dumps(oip_v2.encode_infer(req, pred, dep.runtime, rid))
@@ -217,7 +219,8 @@ class ServeApp:
         labels[0], labels[1], labels[2] = ep.name, dep.version, dep.label
         rid = headers.get("x-request-id") or _new_request_id()
         rows.ids = _row_ids(rid, rows.n)
-        pred = await dep.predict(rows, _deadline(headers))
+        pred = await (dep.predict(rows, _deadline(headers)) if self.tracing is None
+                      else self.tracing.predict(dep, rows, _deadline(headers), rid))
         if shadow is not None:
             self._shadow(shadow, rows)
         return 200, dumps(mlflow_proto.encode(pred)), JSON, _model_headers(ep.name, dep, rid)
