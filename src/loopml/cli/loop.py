@@ -48,7 +48,10 @@ def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: Trac
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__("now", True))
     deadline = time.monotonic() + run_for if run_for else None
-    ctl = Controller(spec, ws, ServerClient(server.url, token), project_dir=project, say=console.log)
+    from rich.markup import escape
+
+    ctl = Controller(spec, ws, ServerClient(server.url, token), project_dir=project,
+                     say=lambda msg: console.log(escape(msg)))
     try:
         ctl.run(lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline))
     except KeyboardInterrupt:
@@ -124,8 +127,8 @@ def _render(s: dict) -> Table:
     t = Table(title=f"loopml status: {s['model']}", show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value", overflow="fold")
-    t.add_row("versions", ", ".join(f"v{v['version']}" + (f" [{','.join(v['aliases'])}]" if v["aliases"] else "")
-                                    + (f" ({v['rollout']})" if v["rollout"] else "") for v in s["versions"]) or "-")
+    t.add_row("versions", ", ".join(f"v{v['version']}" + (f" ({','.join(v['aliases'])})" if v["aliases"] else "")
+                                    + (f" {v['rollout']}" if v["rollout"] else "") for v in s["versions"]) or "-")
     if s["server"] is None:
         t.add_row("server", "not running (start it with 'loopml up')")
     else:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -107,7 +108,7 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
 
     def say(msg: str) -> None:
         decisions.append(msg)
-        console.log(msg)
+        console.log(escape(msg))
 
     ctl = Controller(spec, workspace, ServerClient(server.url, token), project_dir=project, say=say)
     try:

@@ -15,7 +15,8 @@ Spans, per HTTP request (health probes and ``/metrics`` scrapes are not traced):
 - ``loopml.predict`` (INTERNAL, child): the time the rows spent in the batcher's queue
   plus the batch prediction they were part of.
 
-Spans still queued are exported on ASGI lifespan shutdown (graceful stop / SIGTERM).
+Spans still queued are exported on ASGI lifespan shutdown (graceful stop / SIGTERM), waiting
+at most ``OTEL_BSP_EXPORT_TIMEOUT`` (default 10 s) when the collector is unreachable.
 OpenTelemetry is optional (``pip install 'loopml[otel]'``); when the variable is set but
 the packages are missing, the server logs a hint and runs untraced.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from typing import Any
 
 log = logging.getLogger("loopml.serve")
@@ -123,11 +125,21 @@ class TracingMiddleware:
     def _flushing_send(self, send):
         async def flushing_send(message):
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                # after the app has drained: every request span has ended; export them all
-                await asyncio.to_thread(self.provider.shutdown)
+                # after the app has drained every request span has ended: export them all, but
+                # never hold the shutdown longer than one export may take (collector down)
+                flush = threading.Thread(target=self.provider.shutdown, name="loopml-otel-flush", daemon=True)
+                flush.start()
+                await asyncio.to_thread(flush.join, _flush_timeout_s())
             await send(message)
 
         return flushing_send
+
+
+def _flush_timeout_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get("OTEL_BSP_EXPORT_TIMEOUT", "10000")) / 1000.0)
+    except ValueError:
+        return 10.0
 
 
 def _route(path: str) -> str | None:
