@@ -130,26 +130,6 @@ def test_pipeline_registry_and_cli_through_a_remote_server(mlflow_server, projec
     assert preds.shape == (20,)
     assert set(pd.unique(preds)) <= set(frame[spec.data.target].unique())
 
-    # a second version from recent data, then promote and rollback through the server
-    r2 = run_pipeline(spec, ws, project_dir=project, source=str(project / "data" / "transactions_recent.csv"),
-                      auto_promote=False)
-    assert r2.version == "2" and not r2.promoted
-    assert server.get_model_version_by_alias(name, CHAMPION).version == "1"
-    assert server.get_model_version_by_alias(name, CHALLENGER).version == "2"
-    change = reg.promote(name, "2", "remote promotion")
-    assert (change.previous, change.version) == ("1", "2")
-    assert server.get_model_version_by_alias(name, CHAMPION).version == "2"
-    assert server.get_model_version(name, "2").tags["loopml.champion_why"] == "remote promotion"
-    back = reg.rollback(name, "remote rollback")
-    assert (back.previous, back.version, back.action) == ("2", "1", "rollback")
-    assert server.get_model_version_by_alias(name, CHAMPION).version == "1"
-    assert server.get_model_version(name, "1").tags["loopml.champion_why"] == "remote rollback"
-
-    # the same data again is a cache hit: no new run, no new version
-    again = run_pipeline(spec, ws, project_dir=project)
-    assert again.cached and again.version == "1"
-    assert len(server.search_model_versions(f"name = '{name}'")) == 2
-
     # the CLI, in a fresh process with its own empty workspace, against the same server
     cli_home = tmp_path / "cli-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LOOPML_"))}
@@ -159,14 +139,31 @@ def test_pipeline_registry_and_cli_through_a_remote_server(mlflow_server, projec
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     cli_result = json.loads(out.stdout[out.stdout.index("{"):])
-    # its workspace has no cache, so it trains: version 3 on the server, gated against champion v1
-    assert cli_result["version"] == "3" and not cli_result["cached"]
+    # its workspace has no cache, so it trains: version 2 on the server, gated against champion v1
+    assert cli_result["version"] == "2" and not cli_result["cached"]
     assert cli_result["champion_version"] == "1"
-    v3 = server.get_model_version(name, "3")
-    assert v3.run_id == cli_result["run_id"]
-    assert server.get_run(v3.run_id).info.status == "FINISHED"
-    assert server.get_model_version_by_alias(name, CHALLENGER).version == "3"
-    expected_champion = "3" if cli_result["promoted"] else "1"
-    assert server.get_model_version_by_alias(name, CHAMPION).version == expected_champion
+    v2 = server.get_model_version(name, "2")
+    assert v2.run_id == cli_result["run_id"] != result.run_id
+    assert server.get_run(v2.run_id).info.status == "FINISHED"
+    assert server.get_model_version_by_alias(name, CHALLENGER).version == "2"
+    assert server.get_model_version_by_alias(name, CHAMPION).version == ("2" if cli_result["promoted"] else "1")
     assert not any(cli_home.rglob("mlflow.db"))  # nothing tracked locally
+
+    # promote and roll back by hand through the server
+    change = reg.promote(name, "2", "remote promotion")
+    assert change.version == "2"
+    assert server.get_model_version_by_alias(name, CHAMPION).version == "2"
+    assert server.get_model_version(name, "2").tags["loopml.champion_why"] == "remote promotion"
+    back = reg.rollback(name, "remote rollback")
+    assert (back.previous, back.version, back.action) == ("2", "1", "rollback")
+    assert server.get_model_version_by_alias(name, CHAMPION).version == "1"
+    assert server.get_model_version(name, "1").tags["loopml.champion_why"] == "remote rollback"
+    assert [c.version for c in reg.history(name) if c.alias == CHAMPION] == ["1", "2", "1"]
+
+    # the first workspace, same data again: a cache hit, no new run, no new version
+    runs_before = len(server.search_runs([exp.experiment_id]))
+    again = run_pipeline(spec, ws, project_dir=project)
+    assert again.cached and again.version == "1" and again.run_id == result.run_id
+    assert len(server.search_model_versions(f"name = '{name}'")) == 2
+    assert len(server.search_runs([exp.experiment_id])) == runs_before
     assert not (tmp_path / "ws" / "mlflow.db").exists()
