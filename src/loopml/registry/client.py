@@ -151,7 +151,10 @@ class Registry:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = None if self.workspace.tracking_uri_override else self.workspace.artifacts.as_uri()
+        # A tracking *server* decides where artifacts go (mlflow-artifacts:/); a database URI
+        # (sqlite, postgresql, ...) would default to ./mlruns, so the workspace holds them.
+        served = self.workspace.tracking_uri.startswith(("http://", "https://"))
+        location = None if served else self.workspace.artifacts.as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
     @contextlib.contextmanager
