@@ -8,6 +8,7 @@ import time
 import httpx
 
 from loopml.monitor.predlog import read_predictions
+from tests.serve.helpers import wait_for as _wait_for
 
 ROW = {"instances": [[1.0, 2.0, 3.0, 4.0]]}  # v1 (clf) says 1, v2 (clf_flip) says 0
 
@@ -30,12 +31,7 @@ def hammer(url: str, stop: threading.Event, out: list, n_threads: int = 6) -> li
 
 
 def wait_for(pred, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+    return _wait_for(pred, timeout, interval=0.02)
 
 
 def test_promotion_is_picked_up_by_polling_with_zero_failures(make_server, fake_registry):

@@ -11,7 +11,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 
 from loopml.monitor.predlog import read_predictions
 from loopml.registry.client import Registry

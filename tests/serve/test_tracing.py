@@ -7,7 +7,6 @@ import gzip
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTrac
                                                                       ExportTraceServiceResponse)
 
 from loopml.serve.tracing import TracingMiddleware
+from tests.serve.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = [0.5, -1.0, 2.0, 0.1]
@@ -98,12 +98,7 @@ def receiver():
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return wait_for(predicate, timeout)
 
 
 def _otel_env(monkeypatch, receiver, delay_ms: int) -> None:

@@ -9,6 +9,7 @@ import pytest
 from loopml.errors import InvalidTrafficPolicy
 from loopml.serve.traffic import bucket, parse_policy
 from tests.serve.conftest import FEATURES
+from tests.serve.helpers import wait_for
 
 TOKEN = "s3cret"
 ROW = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
@@ -124,17 +125,6 @@ def test_inference_token(make_server):
     ok = httpx.post(server.url + "/invocations", json=ROW, headers={"authorization": "Bearer tok"})
     assert ok.status_code == 200
     assert httpx.get(server.url + "/v2/health/ready").status_code == 200
-
-
-def wait_for(predicate, timeout=10.0):
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_policy_set_on_one_worker_reaches_the_others(make_server, workspace):
