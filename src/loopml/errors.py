@@ -205,3 +205,55 @@ class InvalidTrafficPolicy(LoopmlError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"invalid traffic policy: {reason}")
+
+
+# --- fail closed: the registry and model trust (issue #8) ---
+
+
+class RegistryUnavailable(LoopmlError):
+    """The tracking server / registry could not be asked (unreachable, 5xx, unauthorised).
+
+    Never read as "not found": the step that needed the registry stops and changes nothing.
+    """
+
+    http_status = 503
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        self.reason = reason
+        super().__init__(f"model registry at {uri} is unavailable: {reason}; nothing was changed; "
+                         "check that the tracking server is running and reachable (LOOPML_TRACKING_URI)")
+
+
+class UnsafeModelFormat(LoopmlError):
+    """A model file would be deserialised with pickle/cloudpickle, which can run arbitrary code."""
+
+    http_status = 422
+
+    def __init__(self, name: str, version: str, fmt: str) -> None:
+        self.name, self.version, self.format = name, version, fmt
+        super().__init__(f"model '{name}' version {version} is stored as {fmt}, which runs arbitrary code when "
+                         "loaded; refused. Re-log it with skops, or opt in with --allow-unsafe-pickle "
+                         "(LOOPML_ALLOW_UNSAFE_PICKLE=1) if you trust its author")
+
+
+class ModelCheckFailed(LoopmlError):
+    """A version did not load or did not answer its smoke prediction; no alias may point at it."""
+
+    http_status = 422
+
+    def __init__(self, name: str, version: str, reason: str) -> None:
+        self.name, self.version, self.reason = name, version, reason
+        super().__init__(f"model '{name}' version {version} failed its check (load + predict on its input "
+                         f"example): {reason}; it is tagged loopml.status=broken and no alias was moved")
+
+
+class VersionBlocked(LoopmlError):
+    """A rolled-back version is blocked from automatic rollout until promoted by hand."""
+
+    http_status = 409
+
+    def __init__(self, name: str, version: str, why: str) -> None:
+        self.name, self.version = name, version
+        super().__init__(f"model '{name}' version {version} is blocked ({why}); only 'loopml promote {name} "
+                         f"{version}' by hand unblocks it")
