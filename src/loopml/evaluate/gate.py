@@ -55,25 +55,43 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, spec:
     for metric, tolerance in spec.guards.items():
         if metric.startswith("slice:"):
             ok &= _slice_guard(metric, tolerance, candidate_slices or {}, champion_slices or {}, reasons)
-            continue
-        if metric not in candidate or metric not in champion:
-            continue
-        worse = -_better_by(metric, candidate[metric], champion[metric])
-        fine = worse <= tolerance
-        reasons.append(f"guard {metric}: worse by {max(worse, 0):.4f} (tolerance {tolerance}) -> {'ok' if fine else 'FAILS'}")
-        ok &= fine
+        else:
+            ok &= _guard(f"guard {metric}", metric, tolerance, candidate.get(metric), champion.get(metric), reasons)
     return GateDecision(ok, reasons)
 
 
+def _missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _guard(label: str, metric: str, tolerance: float, new: float | None, old: float | None,
+           reasons: list[str]) -> bool:
+    """One guard: fails when it cannot be evaluated, since a configured guard is a promise."""
+    absent = [who for who, v in (("candidate", new), ("champion", old)) if _missing(v)]
+    if absent:
+        reasons.append(f"{label}: '{metric}' not computed for the {' and the '.join(absent)} -> FAILS "
+                       "(a configured guard that cannot be checked blocks promotion)")
+        return False
+    gain = _better_by(metric, new, old)
+    fine = -gain <= tolerance
+    change = f"better by {gain:.4f}" if gain > 0 else f"worse by {-gain:.4f}" if gain < 0 else "unchanged"
+    reasons.append(f"{label}: {change} (tolerance {tolerance}) -> {'ok' if fine else 'FAILS'}")
+    return fine
+
+
 def _slice_guard(key: str, tolerance: float, cand: dict, champ: dict, reasons: list[str]) -> bool:
+    """``slice:<column>=<value>:<metric>``; a slice absent from either evaluation fails the guard."""
     try:
         _, where, metric = key.split(":")
         column, value = where.split("=", 1)
-        new, old = cand[column][value][metric], champ[column][value][metric]
-    except (ValueError, KeyError):
-        reasons.append(f"guard {key}: slice not found in both evaluations, skipped")
-        return True
-    worse = -_better_by(metric, new, old)
-    fine = worse <= tolerance
-    reasons.append(f"guard {key}: worse by {max(worse, 0):.4f} (tolerance {tolerance}) -> {'ok' if fine else 'FAILS'}")
-    return fine
+    except ValueError:
+        reasons.append(f"guard {key}: not of the form slice:<column>=<value>:<metric> -> FAILS")
+        return False
+    found = [who for who, s in (("candidate", cand), ("champion", champ)) if value in s.get(column, {})]
+    if len(found) < 2:
+        lost = [who for who in ("candidate", "champion") if who not in found]
+        reasons.append(f"guard {key}: no slice {column}={value} in the {' and the '.join(lost)} evaluation "
+                       "(value absent from the holdout, or under the minimum rows per slice) -> FAILS")
+        return False
+    return _guard(f"guard {key}", metric, tolerance, cand[column][value].get(metric),
+                  champ[column][value].get(metric), reasons)
