@@ -21,6 +21,7 @@ from pathlib import Path
 
 from loopml.config import Workspace
 from loopml.errors import PortInUse, ServeError
+from loopml.serve.settings import check_port
 
 
 def run_dir(workspace: Workspace) -> Path:
@@ -52,7 +53,13 @@ def free_port() -> int:
 
 
 def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
+    """Whether a server could listen on host:port now. SO_REUSEADDR as the server itself binds
+    (serve.server.bind_socket): a port whose last connections sit in TIME_WAIT after a stop is
+    free, and only a live listener makes it taken."""
+    check_port(port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -75,7 +82,7 @@ class ServerProcess:
                  poll_interval: float = 1.0, token: str | None = None, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.workspace, self.models, self.host = workspace, models, host
-        self.port = port or free_port()
+        self.port = check_port(port) or free_port()
         self.poll_interval, self.token = poll_interval, token
         self.extra_args = extra_args or []
         self.env = env or {}

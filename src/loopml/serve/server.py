@@ -18,13 +18,14 @@ from typing import Any
 
 from loopml.config import Workspace
 from loopml.errors import LoopmlError, PortInUse, ServeError
-from loopml.serve.settings import EndpointSpec, ServeSettings
+from loopml.serve.settings import EndpointSpec, ServeSettings, check_port
 
 CONFIG_ENV = "LOOPML_SERVE_CONFIG"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port; PortInUse when taken."""
+    """A listening socket on host:port; PortInUse when taken, ServeError when out of range."""
+    check_port(port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -34,6 +34,19 @@ class EndpointSpec:
         return f"{self.name}/{self.ref}" if self.ref.isdigit() else f"{self.name}@{self.ref}"
 
 
+PORT_RANGE = (0, 65535)
+
+
+def check_port(port: object, option: str = "--port") -> int:
+    """``port`` as an int in 0..65535, else a one-line ServeError naming ``option`` (the flag,
+    env variable or spec field it came from). ``socket.bind`` would raise a bare OverflowError."""
+    low, high = PORT_RANGE
+    if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= high:
+        raise ServeError(f"{option} {port}: not a valid port; use a number from {low} to {high} "
+                         f"({low} picks a free port)")
+    return port
+
+
 # (name, predicate, description) for every numeric setting; checked by ServeSettings.validate.
 _CONSTRAINTS = {
     "max_batch_size": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
