@@ -257,3 +257,17 @@ class VersionBlocked(LoopmlError):
         self.name, self.version = name, version
         super().__init__(f"model '{name}' version {version} is blocked ({why}); only 'loopml promote {name} "
                          f"{version}' by hand unblocks it")
+
+
+class BatchFailed(LoopmlError):
+    """The batching worker of a model failed outside the model itself; it was restarted.
+
+    The request was not answered and may be retried at once (the next batch is served).
+    """
+
+    http_status = 503
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        super().__init__(f"model '{model}': the batching worker failed ({reason}); this request was not "
+                         "answered and the worker was restarted; retry the request")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loopml.errors import DeadlineExceeded, InvalidInput, Overloaded
+from loopml.errors import DeadlineExceeded, InvalidInput, LoopmlError, Overloaded
 from loopml.serve.batching import Batcher, merge_rows
 from loopml.serve.runtime import ModelRuntime, Rows
 from tests.serve.conftest import FEATURES, NUM_SIG, FakeRegistry, clf_model
@@ -122,3 +122,81 @@ def test_merge_rows_keeps_order_and_ids():
     b = Rows({"x": [3]}, 1, None)
     m = merge_rows([a, b])
     assert m.columns == {"x": [1, 2, 3]} and m.n == 3 and m.ids == ["a0", "a1", None]
+
+
+def _rows1() -> Rows:
+    return to_rows([[0.1, 0.2, 0.3, 0.4]])
+
+
+def test_a_crash_in_on_batch_fails_its_requests_and_the_next_request_is_answered():
+    crash = {"on": True}
+
+    def on_batch(n):
+        if crash["on"]:
+            raise RuntimeError("metrics backend exploded")
+
+    batcher = Batcher(RUNTIME, max_batch_size=8, max_delay_ms=0.0, on_batch=on_batch, name="clf")
+
+    async def go():
+        # bounded waits: on a dead worker these would hang forever, so time out and fail
+        first = await asyncio.wait_for(asyncio.gather(batcher.predict(_rows1()), return_exceptions=True), 5)
+        crash["on"] = False
+        second = await asyncio.wait_for(batcher.predict(_rows1()), 5)
+        await batcher.close()
+        return first[0], second
+
+    first, second = asyncio.run(go())
+    # the metrics callback is not the prediction: the answer stands, or fails with a clear 5xx error
+    assert not isinstance(first, Exception) or (isinstance(first, LoopmlError) and first.http_status >= 500)
+    assert second.predict.shape == (1,)
+
+
+def test_a_crash_in_merge_rows_fails_only_the_affected_requests_and_the_worker_restarts(monkeypatch):
+    from loopml.serve import batching
+
+    real_merge = batching.merge_rows
+    crash = {"on": True}
+
+    def bad_merge(parts):
+        if crash["on"]:
+            raise KeyError("f9")
+        return real_merge(parts)
+
+    monkeypatch.setattr(batching, "merge_rows", bad_merge)
+    batcher = Batcher(RUNTIME, max_batch_size=8, max_delay_ms=0.0, name="clf")
+
+    async def go():
+        failed = await asyncio.wait_for(asyncio.gather(batcher.predict(_rows1()), return_exceptions=True), 5)
+        crash["on"] = False
+        answered = await asyncio.wait_for(batcher.predict(_rows1()), 5)
+        await batcher.close()
+        return failed[0], answered
+
+    failed, answered = asyncio.run(go())
+    assert isinstance(failed, LoopmlError) and failed.http_status in (500, 503)
+    assert "clf" in str(failed) and "KeyError" in str(failed)
+    assert answered.predict.shape == (1,)
+
+
+def test_a_dead_worker_task_fails_what_is_queued_and_is_restarted(monkeypatch):
+    batcher = Batcher(RUNTIME, max_batch_size=8, max_delay_ms=0.0, name="clf")
+    real_take = batcher._take_batch
+    crash = {"on": True}
+
+    def bad_take():
+        if crash["on"]:
+            crash["on"] = False
+            raise RuntimeError("worker bug")
+        return real_take()
+
+    monkeypatch.setattr(batcher, "_take_batch", bad_take)
+
+    async def go():
+        failed = await asyncio.wait_for(asyncio.gather(batcher.predict(_rows1()), return_exceptions=True), 5)
+        answered = await asyncio.wait_for(batcher.predict(_rows1()), 5)
+        await batcher.close()
+        return failed[0], answered
+
+    failed, answered = asyncio.run(go())
+    assert isinstance(failed, LoopmlError) and failed.http_status in (500, 503)
+    assert answered.predict.shape == (1,)

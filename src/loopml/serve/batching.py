@@ -11,17 +11,25 @@ The queue is bounded: when it holds ``max_queue_rows`` rows, ``predict`` raises
 :class:`~loopml.errors.Overloaded` at once (503 + Retry-After) instead of letting
 latency grow. A failing batch is retried request by request so that one bad input
 fails only its own request.
+
+The worker is supervised: an exception outside the model call (merging rows, the metrics
+callback, a bug in the loop itself) fails only the requests it had taken, with
+:class:`~loopml.errors.BatchFailed` (503), and the next request is served by a restarted
+worker. Without this one exception would leave every later request waiting forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from itertools import chain
 
-from loopml.errors import DeadlineExceeded, InvalidInput, LoopmlError, Overloaded
+from loopml.errors import BatchFailed, DeadlineExceeded, InvalidInput, LoopmlError, Overloaded
 from loopml.serve.runtime import Prediction, Predictor, Rows
+
+log = logging.getLogger("loopml.serve")
 
 
 def merge_rows(parts: list[Rows]) -> Rows:
@@ -76,9 +84,10 @@ class Batcher:
         if self.queued_rows + rows.n > self.max_queue_rows and self.queued_rows > 0:
             raise Overloaded(self.name)
         loop = asyncio.get_running_loop()
-        if self._task is None:
+        if self._task is None or self._task.done():  # first request, or the worker died: (re)start it
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._run(), name=f"batcher-{self.name}")
+            self._task.add_done_callback(self._worker_done)
         now = time.monotonic()
         self._gap = 0.8 * self._gap + 0.2 * min(now - self._last_arrival, 1.0)
         self._last_arrival = now
@@ -107,8 +116,31 @@ class Batcher:
                 self.busy = True
                 try:
                     await self._predict_batch(batch)
+                except Exception as e:  # noqa: BLE001 - supervise: fail this batch, keep serving
+                    log.exception("%s: batch of %d request(s) failed outside the model", self.name, len(batch))
+                    error = BatchFailed(self.name, f"{type(e).__name__}: {e}")
+                    for it in batch:
+                        _resolve(it.future, error=error)
                 finally:
                     self.busy = False
+
+    def _worker_done(self, task: asyncio.Task) -> None:
+        """The worker ended: fail whatever it left queued (nobody else would answer it); the
+        next :meth:`predict` starts a new worker."""
+        if task.cancelled() or task.exception() is None:
+            reason = "stopped"
+        else:
+            e = task.exception()
+            log.error("%s: batching worker died: %s: %s", self.name, type(e).__name__, e)
+            reason = f"{type(e).__name__}: {e}"
+        if self._closed and not self._queue:
+            return
+        error = BatchFailed(self.name, reason)
+        while self._queue:
+            item = self._queue.popleft()
+            self.queued_rows -= item.rows.n
+            _resolve(item.future, error=error)
+        self.busy = False
 
     async def _gather_more(self) -> None:
         """Wait for more rows while they keep arriving: after each arrival, at most twice the
@@ -147,7 +179,7 @@ class Batcher:
         return batch
 
     async def _predict_batch(self, batch: list[_Item]) -> None:
-        merged = merge_rows([it.rows for it in batch])
+        merged = merge_rows([it.rows for it in batch])  # a failure here is ours, not the client's: _run fails the batch
         try:
             pred = await self.inner.predict(merged)
         except Exception as e:  # noqa: BLE001 - isolate the culprit, fail only it
@@ -160,13 +192,16 @@ class Batcher:
                 except Exception as e1:  # noqa: BLE001
                     _resolve(it.future, error=_as_error(e1))
             return
-        if self.on_batch is not None:
-            self.on_batch(merged.n)
         start = 0
         for it in batch:
             stop = start + it.rows.n
             _resolve(it.future, pred.slice(start, stop) if len(batch) > 1 else pred)
             start = stop
+        if self.on_batch is not None:
+            try:  # metrics are not the answer: a failing callback never fails a prediction
+                self.on_batch(start)
+            except Exception:  # noqa: BLE001
+                log.exception("%s: batch metrics callback failed", self.name)
 
     async def drain(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is queued or predicting; True when drained in time."""
