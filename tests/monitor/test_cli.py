@@ -70,6 +70,37 @@ def test_drift_table_and_fail_flag(ws, tmp_path):
     assert res.exit_code == 1
 
 
+def test_drift_that_cannot_decide_exits_3_and_says_so(ws, tmp_path):
+    # 10 rows: every column is under its minimum, so no column could be checked
+    res = runner.invoke(app, ["drift", "-m", "m", "-w", "10", "--project", str(tmp_path)])
+    assert res.exit_code == 3, res.output
+    text = " ".join(res.output.split())
+    assert "COULD NOT DECIDE" in text and "no column could be checked" in text
+    assert "NO DRIFT" not in text
+    res = runner.invoke(app, ["drift", "-m", "m", "-w", "10", "--json", "--project", str(tmp_path)])
+    assert res.exit_code == 3 and json.loads(res.output)["verdict"] == "could not decide"
+    # --fail-on-drift does not turn "could not decide" into "drift" (1) or "no drift" (0)
+    res = runner.invoke(app, ["drift", "-m", "m", "-w", "10", "--fail-on-drift", "--project", str(tmp_path)])
+    assert res.exit_code == 3
+
+
+def test_drift_exit_codes_are_in_the_help():
+    res = runner.invoke(app, ["drift", "--help"])
+    text = " ".join(res.output.split())
+    for words in ("0 no drift", "1 drift with --fail-on-drift", "2 bad input", "3 could not decide"):
+        assert words in text, text
+
+
+def test_report_command_says_it_could_not_decide(ws, tmp_path):
+    out = tmp_path / "report.html"
+    res = runner.invoke(app, ["report", "-m", "m", "--out", str(out), "-w", "10", "--project", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "(could not decide;" in text and "no drift" not in text
+    html = out.read_text()
+    assert "COULD NOT DECIDE" in html and "NO DRIFT" not in html
+
+
 def test_drift_empty_window_is_a_clear_error(ws, tmp_path):
     from loopml.errors import MonitorError
 

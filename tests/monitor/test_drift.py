@@ -167,3 +167,13 @@ def test_scores_are_finite(profile):
     for f in report.features:
         assert all(math.isfinite(v) for v in f.scores.values())
         assert sum(f.reference_counts) == f.n_reference and sum(f.current_counts) == f.n_current
+
+
+def test_no_column_checked_is_could_not_decide_not_no_drift(profile):
+    report = compute_drift(profile, make_frame(10, seed=8))  # 10 rows: every column under min_rows
+    assert not any(f.ok for f in report.features)
+    assert report.verdict == "could not decide" and report.drifted is False
+    assert report.to_dict()["verdict"] == "could not decide"
+    # a window that was checked keeps its verdicts
+    assert compute_drift(profile, make_frame(1500, seed=2)).verdict == "no drift"
+    assert compute_drift(profile, make_frame(1500, seed=3, shift=0.4)).to_dict()["verdict"] == "drift"

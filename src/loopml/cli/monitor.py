@@ -18,6 +18,10 @@ app = typer.Typer(help="Watch served models: drift, data quality, live metrics, 
 def _group() -> None:
     """Watch served models: drift, data quality, live metrics, alerts, reports."""
 
+# `loopml monitor drift` exit codes beside 0 (no drift) and 2 (bad input, any LoopmlError)
+EXIT_DRIFT = 1  # drift found, with --fail-on-drift
+EXIT_UNDECIDED = 3  # no column could be checked: neither "drift" nor "no drift"
+
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="NAME, NAME@ALIAS or NAME/VERSION (default alias: champion).")]
 WindowOpt = Annotated[Optional[int], typer.Option("--window", "-w", help="Check the last N logged rows (default: monitoring.window).")]
 SinceOpt = Annotated[Optional[str], typer.Option("--since", help="Start of the window: a duration ago (2h), ISO time or epoch seconds.")]
@@ -73,7 +77,13 @@ def drift(
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare a window of the prediction log with the model's training reference profile."""
+    """Compare a window of the prediction log with the model's training reference profile.
+
+    Exit codes: 0 no drift (or drift without --fail-on-drift); 1 drift with --fail-on-drift;
+    2 bad input (model, window, spec); 3 could not decide (no column could be checked, e.g.
+    too few rows), with or without --fail-on-drift.
+    """
+    from loopml.monitor.result import UNDECIDED
     from loopml.monitor.service import check_model_window, try_load_spec
 
     ws = workspace(home, tracking_uri)
@@ -101,10 +111,16 @@ def drift(
             checked = sum(1 for f in r.get("features", []) if f.get("status") == "ok")
             console.print(f"segment {segment}={seg} ({r['n_current']:,} rows): {verdict} "
                           f"[dim]({checked} columns checked)[/]")
-        verdict = "[bold red]DRIFT DETECTED[/]" if report.drifted else "[bold green]NO DRIFT[/]"
-        console.print(f"{verdict}  decided by {report.decided_by}: {report.rule}")
+        if report.verdict == UNDECIDED:
+            why = "; ".join(f"{f.name}: {f.status}" for f in report.problems[:3])
+            console.print(f"[bold yellow]COULD NOT DECIDE[/]: {report.rule}" + (f" ({why})" if why else ""))
+        else:
+            verdict = "[bold red]DRIFT DETECTED[/]" if report.drifted else "[bold green]NO DRIFT[/]"
+            console.print(f"{verdict}  decided by {report.decided_by}: {report.rule}")
+    if report.verdict == UNDECIDED:
+        raise typer.Exit(EXIT_UNDECIDED)
     if fail_on_drift and report.drifted:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_DRIFT)
 
 
 def _drift_title(report) -> str:
@@ -182,7 +198,7 @@ def report(
     seg = ""
     if segments is not None:
         seg = f"; {sum(r.drifted for r in segments.values())} of {len(segments)} segments of {segment} drifted"
-    _console().print(f"report written to [bold]{path}[/] ({'DRIFT' if drift_report.drifted else 'no drift'}; "
+    _console().print(f"report written to [bold]{path}[/] ({drift_report.verdict.upper() if drift_report.drifted else drift_report.verdict}; "
                      f"{len(hist)} windows over time{seg}; {quality.volume_message})")
 
 

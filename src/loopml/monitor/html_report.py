@@ -26,9 +26,13 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
 .verdict{padding:10px 14px;border-radius:6px;font-weight:600;display:inline-block}
 .drift{background:#fde0dc;color:#a4161a}.nodrift{background:#dff3e4;color:#1b5e20}
+.undecided{background:#fff4ce;color:#7a5b00}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777}.bad{color:#a4161a;font-weight:600}
 """
+
+_VERDICT_CLASS = {"drift": "drift", "no drift": "nodrift", "could not decide": "undecided"}
+_VERDICT_TEXT = {"drift": "DRIFT DETECTED", "no drift": "NO DRIFT", "could not decide": "COULD NOT DECIDE"}
 
 # counts the plots that actually laid out (non-empty box): a headless browser can check it
 _JS = """
@@ -128,8 +132,8 @@ def render_html_report(report: "DriftReport", *, history: list[dict[str, Any]] |
              f'{_fmt(w.get("rows", report.n_current))} rows {escape(str(w.get("start", "")))[:19]} .. '
              f'{escape(str(w.get("end", "")))[:19]}{_served(w)}; reference: {report.n_reference:,} rows'
              f'{" (training data of v" + escape(str(report.version)) + ")" if report.version else ""}</p>',
-             f'<p class="verdict {"drift" if report.drifted else "nodrift"}">'
-             f'{"DRIFT DETECTED" if report.drifted else "NO DRIFT"}</p>',
+             f'<p class="verdict {_VERDICT_CLASS[report.verdict]}" data-verdict="{report.verdict}">'
+             f'{_VERDICT_TEXT[report.verdict]}</p>',
              f"<p>Decided by <b>{escape(report.decided_by)}</b>: {escape(report.rule)}.</p>"]
     checked = [f for f in report.features if f.ok]
     parts.append("<h2>Drift scores, ranked</h2>")

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OK = "ok"
+DRIFT, NO_DRIFT, UNDECIDED = "drift", "no drift", "could not decide"
 
 
 @dataclass
@@ -79,6 +80,14 @@ class DriftReport:
     outputs: "DriftReport | None" = None  # prediction drift, judged separately
 
     @property
+    def verdict(self) -> str:
+        """``"drift"``, ``"no drift"``, or ``"could not decide"`` when no column could be
+        checked: ``drifted`` is False then too, but that is not evidence of no drift."""
+        if self.drifted:
+            return DRIFT
+        return NO_DRIFT if any(f.ok for f in self.features) else UNDECIDED
+
+    @property
     def drifted_features(self) -> list[FeatureDrift]:
         return [f for f in self.features if f.drifted]
 
@@ -107,7 +116,7 @@ class DriftReport:
                     d.pop(k, None)
             feats.append(d)
         return _clean({
-            "drifted": self.drifted, "rule": self.rule, "decided_by": self.decided_by,
+            "drifted": self.drifted, "verdict": self.verdict, "rule": self.rule, "decided_by": self.decided_by,
             "fdr": self.fdr, "n_reference": self.n_reference, "n_current": self.n_current,
             "share_drifted": self.share_drifted,
             "drifted_features": [f.name for f in self.drifted_features],
