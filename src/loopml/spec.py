@@ -8,12 +8,15 @@ Validation happens here, declaratively, and nowhere else.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from loopml.errors import SpecError
+from loopml.evaluate.names import DEFAULT_PRIMARY, TASK_METRICS
 from loopml.monitor.alerts import AlertRule
 
 SPEC_FILE = "loopml.yaml"
@@ -85,15 +88,43 @@ class ServingSpec(_Strict):
     workers: int = Field(1, ge=1)
 
 
+DRIFT_METHODS = ("auto", "ks", "chi2", "psi", "wasserstein", "jensenshannon")
+DRIFT_TESTS = ("ks", "chi2")  # judged by p-value at monitoring.fdr, never by a threshold
+DRIFT_MIN_ROWS = 30
+
+
+class FeatureMonitorSpec(_Strict):
+    """``monitoring.features.<name>``: how one column's drift is checked (loopml.monitor.drift).
+
+    ``method`` ``auto`` picks by column kind and size; ``threshold`` applies to the distance
+    methods (psi, wasserstein, jensenshannon); ``min_rows`` present values are needed for a
+    verdict; ``skip`` leaves the column out.
+    """
+
+    method: Literal["auto", "ks", "chi2", "psi", "wasserstein", "jensenshannon"] = "auto"
+    threshold: float | None = Field(None, gt=0)
+    skip: bool = False
+    min_rows: int = Field(DRIFT_MIN_ROWS, ge=1)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_applies(cls, v: float | None, info: ValidationInfo) -> float | None:
+        method = info.data.get("method")
+        if v is not None and method in DRIFT_TESTS:
+            raise ValueError(f"'{method}' is a test judged at monitoring.fdr, it takes no threshold; "
+                             "remove it, or pick psi, wasserstein or jensenshannon")
+        return v
+
+
 class MonitoringSpec(_Strict):
     """Drift checks: ``fdr`` is the Benjamini-Hochberg false-discovery rate across features;
-    ``features.<name>`` overrides ``method``, ``threshold``, ``skip``, ``min_rows`` per feature;
-    ``alerts`` are alert rules (see loopml.monitor.alerts.AlertRule)."""
+    ``features.<name>`` overrides ``method``, ``threshold``, ``skip``, ``min_rows`` per feature
+    (:class:`FeatureMonitorSpec`); ``alerts`` are alert rules (see loopml.monitor.alerts.AlertRule)."""
 
     window: int = Field(1000, ge=1)
     psi_threshold: float = Field(0.2, gt=0)
     fdr: float = Field(0.05, gt=0, lt=1)
-    features: dict[str, dict[str, Any]] = {}
+    features: dict[str, FeatureMonitorSpec] = {}
     alerts: list[AlertRule] = []
 
 
@@ -101,8 +132,20 @@ class RolloutStep(_Strict):
     """One step of a progressive rollout: shadow (challenger answers off the record) or canary."""
 
     kind: Literal["shadow", "canary"]
-    weight: float = Field(0.0, ge=0, le=1)
+    weight: float = Field(0.0, ge=0, le=1, validate_default=True)  # a canary left without one is an error
     min_requests: int | None = Field(None, ge=1)
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_fits_kind(cls, v: float, info: ValidationInfo) -> float:
+        kind = info.data.get("kind")
+        if kind == "canary" and v <= 0:
+            raise ValueError("a canary step needs a weight above 0 (the challenger's share of traffic, "
+                             "e.g. 0.05); a step with no traffic can never gather evidence")
+        if kind == "shadow" and v != 0:
+            raise ValueError("a shadow step takes no weight (the challenger answers every request off "
+                             "the record); remove it, or make the step a canary")
+        return v
 
 
 def _default_steps() -> list[RolloutStep]:
@@ -119,6 +162,14 @@ class RolloutSpec(_Strict):
     """
 
     steps: list[RolloutStep] = Field(default_factory=_default_steps)
+
+    @field_validator("steps")
+    @classmethod
+    def _some_steps(cls, v: list[RolloutStep]) -> list[RolloutStep]:
+        if not v:
+            raise ValueError("at least one step is needed, e.g. [{kind: shadow}, {kind: canary, weight: 0.1}]; "
+                             "leave 'steps' out for the default shadow -> 5% -> 25% -> 50%")
+        return v
     min_requests: int = Field(100, ge=1)
     max_error_rate_increase: float = Field(0.01, ge=0, le=1)
     max_p99_ratio: float = Field(2.0, gt=0)
@@ -167,7 +218,7 @@ class ProjectSpec(_Strict):
     @model_validator(mode="after")
     def _defaults(self) -> "ProjectSpec":
         if self.evaluation.primary_metric is None:
-            self.evaluation.primary_metric = "roc_auc" if self.task == "classification" else "rmse"
+            self.evaluation.primary_metric = DEFAULT_PRIMARY[self.task]
         return self
 
     def feature_columns(self, columns: list[str]) -> list[str]:
@@ -195,20 +246,91 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
         hint = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         tip = f"; did you mean '{hint[0]}'?" if hint else (f"; known keys: {', '.join(sorted(known))}" if known else "")
         return f"{loc}: unknown key{tip}"
+    if kind == "literal_error":
+        choices = [str(c) for c in typing.get_args(_annotation(model, err["loc"]))]
+        if choices:
+            return f"{loc}: {given!r} is not one of {', '.join(choices)}{_did_you_mean(given, choices)}"
+    if kind == "value_error":  # our own validators: the message already says what to do
+        return f"{loc}: {str(err['msg']).removeprefix('Value error, ')}"
     for prefix, word in _TYPE_WORDS.items():
         if kind.startswith(prefix) and kind != "literal_error":
             return f"{loc}: expected {word}, got {given!r}"
     return f"{loc}: {err['msg']}, got {given!r}"
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+def _did_you_mean(given: Any, choices: list[str] | tuple[str, ...]) -> str:
+    hint = difflib.get_close_matches(str(given), list(choices), n=1)
+    return f"; did you mean '{hint[0]}'?" if hint else ""
+
+
+def _unwrap(annotation: Any) -> tuple[Any, int]:
+    """The model or Literal inside ``X | None`` / ``list[X]`` / ``dict[str, X]``, and how many
+    list/dict layers were stepped through (each is one index or key in an error's loc)."""
+    layers = 0
+    while True:
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if origin is Literal or not args:
+            return annotation, layers
+        layers += origin in (list, dict)
+        annotation = [a for a in args if a is not type(None)][-1]  # dict[str, X], list[X], X | None -> X
+
+
+def _annotation(model: type[BaseModel], loc: tuple) -> Any:
+    """The annotation at ``loc`` inside ``model`` (None when the path leaves the models)."""
     current: Any = model
+    skip = 0
     for part in loc:
+        if skip:
+            skip -= 1  # a dict key or a list index
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
-            return []
-        current = field.annotation
-    return list(getattr(current, "model_fields", {}).keys())
+            return None
+        current, skip = _unwrap(field.annotation)
+    return current
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    return list(getattr(_annotation(model, loc), "model_fields", {}).keys())
+
+
+def _metric_problem(field: str, metric: str, task: str) -> str | None:
+    """None when ``task`` computes ``metric``, else what is wrong (with a close name if any)."""
+    known = TASK_METRICS[task]
+    if metric in known:
+        return None
+    elsewhere = [t for t, ms in TASK_METRICS.items() if metric in ms]
+    why = f"is computed for {elsewhere[0]}, not for a {task} task" if elsewhere else f"is not a {task} metric"
+    return f"{field}: '{metric}' {why}; use one of {', '.join(known)}{_did_you_mean(metric, known)}"
+
+
+def _semantic_problems(spec: ProjectSpec) -> list[str]:
+    """What no single field can check: metric names against the task, slice guards against
+    the slice columns, per-feature monitoring against the declared features."""
+    ev, task = spec.evaluation, spec.task
+    problems = [_metric_problem("evaluation.primary_metric", ev.primary_metric or DEFAULT_PRIMARY[task], task)]
+    problems += [_metric_problem(f"evaluation.minimum.{m}", m, task) for m in ev.minimum]
+    for key in ev.guards:
+        field = f"evaluation.guards.{key}"
+        if not key.startswith("slice:"):
+            problems.append(_metric_problem(field, key, task))
+            continue
+        parts = key.split(":")
+        where = parts[1].split("=", 1) if len(parts) == 3 else []
+        if len(where) != 2 or not all(where) or not parts[2]:
+            problems.append(f"{field}: a slice guard is written slice:<column>=<value>:<metric>, "
+                            "e.g. slice:country=BR:recall")
+            continue
+        if where[0] not in ev.slices:
+            problems.append(f"{field}: column '{where[0]}' is not in evaluation.slices, so this slice is never "
+                            f"evaluated; add it there{_did_you_mean(where[0], ev.slices)}")
+        problems.append(_metric_problem(field, parts[2], task))
+    if spec.data.features:
+        for name in spec.monitoring.features:
+            if name not in spec.data.features:
+                problems.append(f"monitoring.features.{name}: not one of data.features"
+                                f"{_did_you_mean(name, spec.data.features)}")
+    return [p for p in problems if p]
 
 
 def parse_spec(raw: Any, path: str = SPEC_FILE) -> ProjectSpec:
@@ -219,6 +341,9 @@ def parse_spec(raw: Any, path: str = SPEC_FILE) -> ProjectSpec:
         spec = ProjectSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(path, [_describe(e, ProjectSpec) for e in exc.errors()]) from None
+    problems = _semantic_problems(spec)
+    if problems:
+        raise SpecError(path, problems)
     _check_estimator_params(spec, path)
     return spec
 

@@ -27,3 +27,28 @@ def test_regression_metrics():
     m = LinearRegression().fit(X, y)
     got = task_metrics("regression", m, X, y)
     assert got["mae"] < 1e-9 and got["rmse"] < 1e-9 and abs(got["r2"] - 1) < 1e-12
+
+
+def test_declared_metric_names_are_what_task_metrics_computes():
+    """The spec validates metric names against loopml.evaluate.names.TASK_METRICS: it must be
+    exactly what task_metrics returns, for binary, multiclass and regression models."""
+    from sklearn.svm import LinearSVC
+
+    from loopml.evaluate.names import DEFAULT_PRIMARY, LOWER_IS_BETTER, TASK_METRICS
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    binary = pd.Series((X["a"] > 0).astype(int))
+    multi = pd.Series(np.digitize(X["a"], [-0.5, 0.5]))
+    for y in (binary, multi):
+        got = task_metrics("classification", LogisticRegression().fit(X, y), X, y)
+        assert tuple(got) == TASK_METRICS["classification"]
+    # without predict_proba only the label metrics: a subset, never a name outside the list
+    no_proba = task_metrics("classification", LinearSVC().fit(X, binary), X, binary)
+    assert set(no_proba) < set(TASK_METRICS["classification"])
+    target = 3 * X["a"] + rng.normal(size=300)
+    got = task_metrics("regression", LinearRegression().fit(X, target), X, target)
+    assert tuple(got) == TASK_METRICS["regression"]
+    for task, metrics in TASK_METRICS.items():
+        assert DEFAULT_PRIMARY[task] in metrics
+    assert LOWER_IS_BETTER <= {m for ms in TASK_METRICS.values() for m in ms}

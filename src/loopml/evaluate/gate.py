@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from loopml.evaluate.metrics import higher_is_better
+from loopml.evaluate.names import higher_is_better
 from loopml.spec import EvaluationSpec
 
 

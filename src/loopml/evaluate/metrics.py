@@ -7,14 +7,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2", "balanced_accuracy"}
-LOWER_IS_BETTER = {"log_loss", "mae", "rmse", "mse"}
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
-REGRESSION_METRICS = ("mae", "rmse", "r2")
+from loopml.evaluate.names import LOWER_IS_BETTER, TASK_METRICS, higher_is_better  # noqa: F401 (re-exported)
 
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+# The names below are the spec's (loopml.evaluate.names); tests check these functions return them.
+CLASSIFICATION_METRICS = TASK_METRICS["classification"]
+REGRESSION_METRICS = TASK_METRICS["regression"]
 
 
 def predict_with_proba(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:

@@ -29,11 +29,11 @@ reported but never decides.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from loopml.errors import SpecError
 from loopml.monitor.columns import split_log_columns
@@ -42,6 +42,7 @@ from loopml.monitor.stats import (
     benjamini_hochberg, chi2_homogeneity, js_distance, ks_2samp_sorted, numeric_bin_counts,
     psi, wasserstein_sorted,
 )
+from loopml.spec import FeatureMonitorSpec
 
 if TYPE_CHECKING:
     from loopml.data.profile import ColumnProfile, ReferenceProfile
@@ -57,14 +58,8 @@ NUMERIC_METHODS = ("ks", "psi", "wasserstein", "jensenshannon")
 CATEGORICAL_METHODS = ("chi2", "psi", "jensenshannon")
 
 
-class FeatureSettings(BaseModel):
-    """Per-feature monitoring settings, read from ``monitoring.features.<name>``."""
-
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["auto", "ks", "chi2", "psi", "wasserstein", "jensenshannon"] = "auto"
-    threshold: float | None = Field(None, gt=0)
-    skip: bool = False
-    min_rows: int = Field(MIN_ROWS, ge=1)
+# Per-feature settings are the spec's own typed model, validated when loopml.yaml is loaded.
+FeatureSettings = FeatureMonitorSpec
 
 
 def feature_settings(settings: "MonitoringSpec | None", name: str) -> FeatureSettings:
