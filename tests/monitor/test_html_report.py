@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 
 from loopml.data.profile import build_profile
 from loopml.monitor.drift import compute_drift
@@ -115,3 +116,21 @@ def test_report_renders_in_headless_chromium(tmp_path):
     )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_history_plots_the_most_drifted_columns_not_the_first_alphabetically():
+    rng = np.random.default_rng(3)
+
+    def frame(n, shift=0.0):
+        calm = {f"a{i}": rng.normal(0, 1, n) for i in range(9)}  # sort before the drifting columns
+        return pd.DataFrame({**calm, "y_moves": rng.normal(shift, 1, n), "z_moves": rng.normal(2 * shift, 1, n)})
+
+    ref = build_profile(frame(3000))
+    history = [{"label": f"w{i}", "metrics": drift_metrics(compute_drift(ref, frame(500, shift=0.3 + i / 5)))}
+               for i in range(4)]
+    html = render_html_report(compute_drift(ref, frame(500, shift=1.0)), history=history)
+    plot = re.search(r'<svg[^>]*data-name="drift statistic per column per window".*?</svg>', html).group(0)
+    plotted = re.findall(r"<title>([^<]+)</title>", plot)
+    assert len(plotted) == 8
+    assert plotted[:2] == ["z_moves", "y_moves"]  # ranked: the strongest drift first
+    assert sum(name.startswith("a") for name in plotted) == 6  # 3 calm columns left out

@@ -31,6 +31,8 @@ table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-botto
 .grid{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777}.bad{color:#a4161a;font-weight:600}
 """
 
+MAX_HISTORY_SERIES = 8  # lines in the "drift statistic per column per window" plot
+
 _VERDICT_CLASS = {"drift": "drift", "no drift": "nodrift", "could not decide": "undecided"}
 _VERDICT_TEXT = {"drift": "DRIFT DETECTED", "no drift": "NO DRIFT", "could not decide": "COULD NOT DECIDE"}
 
@@ -50,6 +52,20 @@ def drift_score(f: "FeatureDrift") -> float:
         q = f.q_value if f.q_value is not None else (f.p_value or 1.0)
         return -math.log10(max(q, 1e-300)) / -math.log10(f.threshold)
     return f.statistic / f.threshold
+
+
+def most_drifted(report: "DriftReport", history: list[dict[str, Any]], n: int) -> list[str]:
+    """The ``n`` columns of the history to plot, most drifted first: by the number of windows
+    (the history's and this report's) in which the column drifted, then by its drift score in
+    this report (statistic or q-value relative to its threshold), then by name. The raw
+    statistics of different methods are not comparable, so they never rank."""
+    names = {k.removeprefix("drift.feature.") for h in history for k in h["metrics"]
+             if k.startswith("drift.feature.") and not k.endswith(".drifted")}
+    now = {f.name: f for f in report.features}
+    times = {name: sum(bool(h["metrics"].get(f"drift.feature.{name}.drifted")) for h in history)
+             + bool(name in now and now[name].drifted) for name in names}
+    score = {name: drift_score(now[name]) if name in now else 0.0 for name in names}
+    return sorted(names, key=lambda name: (-times[name], -score[name], name))[:n]
 
 
 def _fmt(x: Any) -> str:
@@ -157,9 +173,9 @@ def render_html_report(report: "DriftReport", *, history: list[dict[str, Any]] |
         if any(v is not None for v in volume):
             parts.append(svg.lines("rows per window over the expected rows (1.0 = as expected)", xs,
                                    {"volume ratio": volume}))
-        top = sorted({k for h in history for k in h["metrics"] if k.startswith("drift.feature.") and not k.endswith(".drifted")})
+        top = most_drifted(report, history, MAX_HISTORY_SERIES)
         if top:
-            series = {k.removeprefix("drift.feature."): [h["metrics"].get(k) for h in history] for k in top[:8]}
+            series = {name: [h["metrics"].get(f"drift.feature.{name}") for h in history] for name in top}
             parts.append(svg.lines("drift statistic per column per window", xs, series))
     if performance:
         xs = [str(r.get("window_start", i))[:16] for i, r in enumerate(performance)]
