@@ -81,11 +81,27 @@ class EvaluationSpec(_Strict):
 
 
 class ServingSpec(_Strict):
+    """``serving``: the one place serving defaults live. ``loopml serve`` and the server
+    ``loopml up`` starts take each value from its CLI flag, else its environment variable
+    (loopml.serve.settings.SERVING_ENV), else this section, else these defaults.
+
+    ``allow_unsafe_pickle`` lets the server load pickle/cloudpickle model files, which run
+    arbitrary code when loaded: only for models whose author you trust.
+    """
+
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = 8080
     max_batch_size: int = Field(64, ge=1)
-    max_delay_ms: float = Field(2.0, ge=0)
+    max_delay_ms: float = Field(1.0, ge=0)  # the value docs/benchmarks.md measured
     workers: int = Field(1, ge=1)
+    allow_unsafe_pickle: bool = False
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError(f"{v} is not a valid port; use a number from 0 to 65535 (0 picks a free port)")
+        return v
 
 
 DRIFT_METHODS = ("auto", "ks", "chi2", "psi", "wasserstein", "jensenshannon")

@@ -39,8 +39,11 @@ def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: Trac
     server = ServerProcess.adopt(ws)
     started = False
     if server is None:
-        server = ServerProcess(ws, [f"{spec.name}@champion"], host=spec.serving.host,
-                               port=port if port is not None else spec.serving.port, token=token).start()
+        from loopml.serve.settings import resolve_serving
+
+        serving = resolve_serving({"port": port}, spec.serving)  # --port > LOOPML_SERVE_* > spec (#8)
+        server = ServerProcess(ws, [f"{spec.name}@champion"], host=serving.host, port=serving.port, token=token,
+                               project=project).start()
         started = True
         console.log(f"serving {spec.name}@champion at {server.url}")
     else:

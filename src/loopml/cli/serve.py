@@ -7,6 +7,8 @@ The lead mounts them: ``app.command("serve")(serve)`` and
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -18,30 +20,61 @@ traffic_app = typer.Typer(help="Show or change an endpoint's traffic policy on a
 
 def serve(
     model: Annotated[list[str], typer.Option("--model", "-m", help="NAME, NAME@ALIAS or NAME/VERSION; repeatable.")],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    workers: Annotated[int, typer.Option(help="Worker processes sharing the port.")] = 1,
-    max_batch_size: Annotated[int, typer.Option(help="Most rows per predict call.")] = 64,
-    max_delay_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 1.0,
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind (default: serving.host, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on, 0..65535 (default: serving.port, 8080).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes sharing the port (default: serving.workers, 1).")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(help="Most rows per predict call (default: serving.max_batch_size, 64).")] = None,
+    max_delay_ms: Annotated[Optional[float], typer.Option(help="Longest wait for a batch to fill (default: serving.max_delay_ms, 1).")] = None,
     max_queue_rows: Annotated[int, typer.Option(help="Rows queued per model before 503.")] = 4096,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: off).")] = 2.0,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the prediction log.")] = False,
+    allow_unsafe_pickle: Annotated[bool, typer.Option(
+        "--allow-unsafe-pickle",
+        help="UNSAFE: load pickle/cloudpickle model files, which run arbitrary code when loaded. "
+             "Only for models whose author you trust.")] = False,
+    project: Annotated[Optional[Path], typer.Option(
+        "--project", "-p", help="Project folder whose loopml.yaml 'serving' section applies "
+                                "(default: ./loopml.yaml when there is one).")] = None,
     home: HomeOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Serve registered models over OIP v2 and the MLflow scoring protocol."""
+    """Serve registered models over OIP v2 and the MLflow scoring protocol.
+
+    Each setting comes from its flag, else its LOOPML_SERVE_* variable, else loopml.yaml's
+    ``serving`` section, else the default.
+    """
     from loopml.serve.server import run
-    from loopml.serve.settings import EndpointSpec, ServeSettings
+    from loopml.serve.settings import UNSAFE_PICKLE_ENV, EndpointSpec, ServeSettings, resolve_serving
 
     specs = [EndpointSpec.parse(m) for m in model]
-    settings = ServeSettings.from_env(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                                      max_queue_rows=max_queue_rows, poll_interval_s=poll_interval,
-                                      log_predictions=not no_log, tune_gc=True)
+    serving = resolve_serving({"host": host, "port": port, "workers": workers, "max_batch_size": max_batch_size,
+                               "max_delay_ms": max_delay_ms, "allow_unsafe_pickle": allow_unsafe_pickle or None},
+                              _project_serving(project))
+    if serving.allow_unsafe_pickle:
+        # the registry reads this when it loads a model file; worker processes inherit it
+        os.environ[UNSAFE_PICKLE_ENV] = "1"
+        typer.echo("loopml serve: UNSAFE: pickle model files are allowed (--allow-unsafe-pickle / "
+                   "serving.allow_unsafe_pickle); they run arbitrary code when loaded", err=True)
+    settings = ServeSettings.for_serving(serving, max_queue_rows=max_queue_rows, poll_interval_s=poll_interval,
+                                         log_predictions=not no_log, tune_gc=True)
     ws = workspace(home, tracking_uri)
-    _preflight(ws, specs, host, port)
-    typer.echo(f"loopml serve: {', '.join(map(str, specs))} on http://{host}:{port} "
-               f"(workers={workers}, admin API {'on' if settings.admin_token else 'off'})", err=True)
-    run(ws, specs, settings, host=host, port=port, workers=workers, log_level="warning")
+    _preflight(ws, specs, serving.host, serving.port)
+    typer.echo(f"loopml serve: {', '.join(map(str, specs))} on http://{serving.host}:{serving.port} "
+               f"(workers={serving.workers}, max_batch_size={settings.max_batch_size}, "
+               f"max_delay_ms={settings.max_delay_ms:g}, admin API {'on' if settings.admin_token else 'off'})", err=True)
+    run(ws, specs, settings, host=serving.host, port=serving.port, workers=serving.workers, log_level="warning")
+
+
+def _project_serving(project: Optional[Path]):
+    """The ``serving`` section of the project's spec (validated whole, as every command does);
+    None when no project was named and the current folder has no loopml.yaml."""
+    from loopml.spec import SPEC_FILE, load_spec
+
+    if project is None:
+        if not Path(SPEC_FILE).is_file():
+            return None
+        project = Path(".")
+    return load_spec(project).serving
 
 
 def _preflight(ws, specs, host: str, port: int) -> None:

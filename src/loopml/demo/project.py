@@ -45,7 +45,7 @@ SPEC_TEMPLATE = {
         "minimum": {"roc_auc": 0.65},
         "slices": ["merchant_category"],
     },
-    "serving": {"port": 8080, "max_batch_size": 64, "max_delay_ms": 2},
+    "serving": {"port": 8080, "max_batch_size": 64, "max_delay_ms": 1},
     "monitoring": {"window": 2000, "psi_threshold": 0.2, "fdr": 0.05},
     "retrain": {"source": "data/transactions_recent.csv"},
     "rollout": {

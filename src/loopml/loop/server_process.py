@@ -80,8 +80,11 @@ class ServerProcess:
 
     def __init__(self, workspace: Workspace, models: list[str], *, host: str = "127.0.0.1", port: int = 0,
                  poll_interval: float = 1.0, token: str | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, project: str | Path | None = None) -> None:
+        """``project``: the folder whose loopml.yaml ``serving`` section the server applies
+        (batching, workers, allow_unsafe_pickle), through ``loopml serve --project``."""
         self.workspace, self.models, self.host = workspace, models, host
+        self.project = Path(project).resolve() if project is not None else None
         self.port = check_port(port) or free_port()
         self.poll_interval, self.token = poll_interval, token
         self.extra_args = extra_args or []
@@ -117,15 +120,23 @@ class ServerProcess:
             pass
         return None
 
+    def command(self) -> list[str]:
+        """The ``loopml serve`` command line of this server."""
+        cmd = [sys.executable, "-m", "loopml.cli.main", "serve", "--host", self.host, "--port", str(self.port),
+               "--home", str(self.workspace.home), "--poll-interval", str(self.poll_interval)]
+        if self.project is not None:
+            cmd += ["--project", str(self.project)]
+        cmd += self.extra_args
+        for m in self.models:
+            cmd += ["-m", m]
+        return cmd
+
     def start(self, timeout: float = 90.0) -> "ServerProcess":
         import httpx
 
         if not port_free(self.host, self.port):
             raise PortInUse(self.host, self.port)
-        cmd = [sys.executable, "-m", "loopml.cli.main", "serve", "--host", self.host, "--port", str(self.port),
-               "--home", str(self.workspace.home), "--poll-interval", str(self.poll_interval), *self.extra_args]
-        for m in self.models:
-            cmd += ["-m", m]
+        cmd = self.command()
         env = {**os.environ, **self.env}
         env.setdefault("OMP_NUM_THREADS", "1")  # one request's predict must not fan out over every core
         if self.token:

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from pydantic import ValidationError
 
 from loopml.errors import ServeError
+from loopml.spec import ServingSpec
+
+# Environment variables for the spec's ``serving`` settings. Precedence, one rule for every
+# setting and every way a server starts: CLI flag > environment > loopml.yaml > ServingSpec default.
+SERVING_ENV = {
+    "host": "LOOPML_SERVE_HOST",
+    "port": "LOOPML_SERVE_PORT",
+    "workers": "LOOPML_SERVE_WORKERS",
+    "max_batch_size": "LOOPML_SERVE_MAX_BATCH_SIZE",
+    "max_delay_ms": "LOOPML_SERVE_MAX_DELAY_MS",
+    "allow_unsafe_pickle": "LOOPML_ALLOW_UNSAFE_PICKLE",
+}
+UNSAFE_PICKLE_ENV = SERVING_ENV["allow_unsafe_pickle"]  # read by the registry when it loads a model file
 
 _NAME = r"[A-Za-z0-9_.\-]+"
 _SPEC = re.compile(rf"^(?P<name>{_NAME})(?:@(?P<alias>{_NAME})|/(?P<version>\d+))?$")
@@ -47,6 +64,34 @@ def check_port(port: object, option: str = "--port") -> int:
     return port
 
 
+def resolve_serving(flags: Mapping[str, Any] | None = None, spec: ServingSpec | None = None,
+                    env: Mapping[str, str] | None = None) -> ServingSpec:
+    """The serving settings in force: each from the CLI flag (``flags``, None = not given), else
+    its environment variable (:data:`SERVING_ENV`), else the spec, else ServingSpec's default.
+    A bad value is a one-line ServeError naming where it came from (flag, variable or field)."""
+    env = os.environ if env is None else env
+    values = (spec or ServingSpec()).model_dump()
+    origin = {key: f"serving.{key}" for key in values}
+    for key, var in SERVING_ENV.items():
+        if env.get(var, "").strip():
+            values[key], origin[key] = env[var].strip(), var
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key], origin[key] = value, "--" + key.replace("_", "-")
+    try:
+        return ServingSpec.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0])
+            if key == "port":
+                low, high = PORT_RANGE
+                problems.append(f"{origin[key]} {values[key]}: not a valid port; use a number from {low} to {high}")
+            else:
+                problems.append(f"{origin.get(key, key)} {values.get(key)!r}: {err['msg'].lower()}")
+        raise ServeError("; ".join(problems)) from None
+
+
 # (name, predicate, description) for every numeric setting; checked by ServeSettings.validate.
 _CONSTRAINTS = {
     "max_batch_size": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
@@ -68,8 +113,10 @@ class ServeSettings:
     API and leaves inference open.
     """
 
-    max_batch_size: int = 64
-    max_delay_ms: float = 1.0
+    # batching defaults are the spec's (ServingSpec), so a server started without a spec
+    # batches exactly as one whose loopml.yaml leaves them out
+    max_batch_size: int = ServingSpec.model_fields["max_batch_size"].default
+    max_delay_ms: float = ServingSpec.model_fields["max_delay_ms"].default
     max_queue_rows: int = 4096
     max_body_bytes: int = 10 * 1024 * 1024
     max_rows: int = 10_000
@@ -91,6 +138,11 @@ class ServeSettings:
             compiled=os.environ.get("LOOPML_SERVE_COMPILED", "1").strip().lower() not in ("0", "false", "no"),
         )
         return base.with_(**{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def for_serving(cls, serving: ServingSpec, **overrides) -> "ServeSettings":
+        """Settings for a server run with the (resolved) ``serving`` section of a spec."""
+        return cls.from_env(max_batch_size=serving.max_batch_size, max_delay_ms=serving.max_delay_ms, **overrides)
 
     def with_(self, **changes) -> "ServeSettings":
         return replace(self, **changes).validate()
