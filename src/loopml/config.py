@@ -7,9 +7,15 @@ dataset snapshots, the prediction log and the audit log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+# The workspace holds prediction inputs, the registry and the audit log: only its owner reads it.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,50 @@ class Workspace:
         """SQLite file for loopml's own transactional state (alerts, rollouts)."""
         return self.home / "state.db"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.home / ".lock"
+
+    @property
+    def local_db(self) -> Path | None:
+        """The workspace's own MLflow SQLite file, or None when tracking is elsewhere."""
+        prefix = "sqlite:///"
+        uri = self.tracking_uri
+        return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An inter-process lock on this workspace (``flock`` on ``.lock``), for one-time set-up
+        that two processes must not do at once (creating folders, MLflow's schema)."""
+        import fcntl
+
+        _mkdir_private(self.home)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
     def init(self) -> "Workspace":
-        for p in (self.home, self.artifacts, self.snapshots, self.predictions, self.cache):
-            p.mkdir(parents=True, exist_ok=True)
+        """Create the folders (0700) and an empty MLflow database file (0600); safe to call
+        from several processes at once."""
+        _mkdir_private(self.home)
+        with self.lock():
+            for p in (self.artifacts, self.snapshots, self.predictions, self.cache):
+                _mkdir_private(p)
+            db = self.local_db
+            if db is not None and db.parent == self.home and not db.exists():
+                # SQLite would create it with the umask (world-readable); an empty file is a
+                # valid empty database, so create it private first and let MLflow fill it.
+                os.close(os.open(db, os.O_WRONLY | os.O_CREAT, FILE_MODE))
         return self
+
+
+def _mkdir_private(path: Path) -> None:
+    """``mkdir -p`` after which ``path``, if this call created it, is 0700 whatever the umask;
+    an existing folder is left as its owner set it, and so are created parents."""
+    if path.is_dir():
+        return
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask

@@ -54,7 +54,7 @@ def record_event(path: Path, model: str, action: str, why: str, *, version: str 
 def append(path: Path, change: AliasChange) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(change.to_dict(), sort_keys=True) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # who changed what is private
     try:
         os.write(fd, line.encode())
         os.fsync(fd)
