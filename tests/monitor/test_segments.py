@@ -45,3 +45,28 @@ def test_segment_drift_finds_the_drifted_slice():
     assert reports["a"].drifted and not reports["d"].drifted
     with pytest.raises(MonitorError, match="nope"):
         compute_segment_drift(per, cur, by="nope")
+
+
+def test_classifier_predictions_are_compared_per_class_not_as_numbers():
+    rng = np.random.default_rng(5)
+    train = make_frame(4000, seed=1).assign(label=(rng.random(4000) < 0.1).astype(int))
+    ref = build_profile(train)
+    assert ref.columns["label"].kind == "numeric"  # the snapshot profiles 0/1 labels as numbers
+    busy = to_log(make_frame(1000, seed=3), proba=np.where(rng.random(1000) < 0.3, 0.9, 0.1))
+    busy["out.prediction"] = busy["out.prediction"].astype(float)  # a log may hold 1.0 for class 1
+    f = compute_prediction_drift(ref, busy, target="label").feature("out.prediction")
+    assert f.kind == "categorical" and f.method == "chi2" and f.drifted
+    assert sorted(f.bins) == ["0", "1"] and not f.unseen  # 1.0 is class "1", not a new value
+    assert sum(f.reference_counts) == 4000 and sum(f.current_counts) == 1000
+    # integer predictions of a regressor (a count: n_items 0..4) stay numbers; a classifier's are classes
+    counts = busy.assign(**{"out.prediction": busy["in.n_items"]})
+    reg = compute_prediction_drift(ref, counts, target="n_items", classification=False)
+    assert reg.feature("out.prediction").kind == "numeric"
+    clf = compute_prediction_drift(ref, counts.drop(columns=["out.proba"]), target="n_items", classification=True)
+    assert clf.feature("out.prediction").kind == "categorical"
+
+
+def test_segments_check_declared_class_columns_as_categories():
+    ref = build_profile(make_frame(4000, seed=1))
+    reports = compute_segment_drift(ref, to_log(make_frame(2000, seed=2)), by="color", classes={"n_items"})
+    assert {r.feature("n_items").kind for r in reports.values()} == {"categorical"}

@@ -16,6 +16,9 @@ Automatic method choice, per column (override per feature in the spec, see
    (Without stored reference values, PSI at any size.)
 4. Categorical with more than :data:`HIGH_CARDINALITY` (100) categories: Jensen-Shannon
    distance. Otherwise at most 5,000 values: chi-squared homogeneity test; more: PSI.
+   Integers that are class labels (a binary 0/1 column, or one named in ``classes``: a
+   classifier's target and predictions, contract columns with ``allowed`` values) are
+   categorical too, whatever dtype the reference profile recorded (:mod:`loopml.monitor.classes`).
 
 Thresholds: tests are judged together, Benjamini-Hochberg at ``settings.fdr`` (a column
 drifts when its adjusted p-value is at most the FDR level); PSI against
@@ -29,6 +32,7 @@ reported but never decides.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +40,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from loopml.errors import SpecError
+from loopml.monitor.classes import as_categorical, class_labels, is_auto_class
 from loopml.monitor.columns import split_log_columns
 from loopml.monitor.result import OK, DriftReport, FeatureDrift
 from loopml.monitor.stats import (
@@ -73,13 +78,17 @@ def feature_settings(settings: "MonitoringSpec | None", name: str) -> FeatureSet
 
 def compute_drift(reference: "ReferenceProfile", current: pd.DataFrame, *,
                   settings: "MonitoringSpec | None" = None, features: list[str] | None = None,
-                  role: str = "input", rename: dict[str, str] | None = None) -> DriftReport:
+                  role: str = "input", rename: dict[str, str] | None = None,
+                  classes: Collection[str] = ()) -> DriftReport:
     """Drift of ``current`` against ``reference``, per column and for the dataset.
 
     ``current`` may be a prediction-log window (``in.<feature>`` columns, the prefix is
     stripped) or a plain table. ``features`` defaults to every reference column present
     in the window; columns named explicitly but absent are reported as schema changes.
     ``rename`` maps a current column name to the reference column it is compared with.
+    ``classes`` names reference columns whose numbers are class labels (see
+    :mod:`loopml.monitor.classes`): they are checked as categorical, as is any binary
+    integer column.
     """
     from loopml.spec import MonitoringSpec
 
@@ -100,8 +109,13 @@ def compute_drift(reference: "ReferenceProfile", current: pd.DataFrame, *,
         fs = feature_settings(settings, name)
         if fs.skip:
             continue
-        results.append(_check_column(name, ref_cols.get(name), reference.sorted_values.get(name),
-                                     columns.get(name), fs, settings, role))
+        prof, ref_sorted, series = ref_cols.get(name), reference.sorted_values.get(name), columns.get(name)
+        if prof is not None and (name in classes or is_auto_class(prof, ref_sorted)):
+            cat = as_categorical(prof, ref_sorted)
+            if cat is not None:  # class labels: counted per class, never KS-tested as numbers
+                prof, ref_sorted = cat, None
+                series = class_labels(series) if series is not None else None
+        results.append(_check_column(name, prof, ref_sorted, series, fs, settings, role))
     return _verdict(results, settings.fdr, reference.row_count, len(current), missing, new_columns)
 
 

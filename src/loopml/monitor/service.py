@@ -67,17 +67,22 @@ def read_log_window(ws: "Workspace", name: str, *, last: int | None = None, sinc
 def drift_check(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "ProjectSpec | None" = None, *,
                 version: Any = None, segment: str | None = None) -> "DriftReport":
     """Input drift (plus prediction drift as ``report.outputs``) of one log window."""
+    from loopml.monitor.classes import class_columns
     from loopml.monitor.drift import compute_drift
     from loopml.monitor.segments import compute_prediction_drift
 
     settings = spec.monitoring if spec is not None else None
     features = None
     target = None
+    classification = None  # without a spec: a classifier is a model that logs out.proba
     if spec is not None:
         target = spec.data.target
         features = [c for c in spec.feature_columns(list(reference.columns)) if c in reference.columns]
-    report = compute_drift(reference, window, settings=settings, features=features)
-    report.outputs = compute_prediction_drift(reference, window, target=target, settings=settings)
+        classification = spec.task == "classification"
+    report = compute_drift(reference, window, settings=settings, features=features,
+                           classes=class_columns(spec, reference))
+    report.outputs = compute_prediction_drift(reference, window, target=target, settings=settings,
+                                              classification=classification)
     if version is not None:
         report.model, report.version = version.name, version.version
     if "ts" in window.columns and len(window):
@@ -94,13 +99,15 @@ def drift_check(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "Pr
 def segment_drift(reference: "ReferenceProfile", window: "pd.DataFrame", spec: "ProjectSpec | None",
                   segment: str) -> dict[str, "DriftReport"]:
     """One drift report per value of column ``segment`` (the spec's settings and features)."""
+    from loopml.monitor.classes import class_columns
     from loopml.monitor.segments import compute_segment_drift
 
     settings = spec.monitoring if spec is not None else None
     features = None
     if spec is not None:
         features = [c for c in spec.feature_columns(list(reference.columns)) if c in reference.columns]
-    return compute_segment_drift(reference, window, segment, settings=settings, features=features)
+    return compute_segment_drift(reference, window, segment, settings=settings, features=features,
+                                 classes=class_columns(spec, reference))
 
 
 def check_model_drift(ws: "Workspace", model: str, *, spec: "ProjectSpec | None" = None,
