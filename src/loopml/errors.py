@@ -271,3 +271,11 @@ class BatchFailed(LoopmlError):
         self.model = model
         super().__init__(f"model '{model}': the batching worker failed ({reason}); this request was not "
                          "answered and the worker was restarted; retry the request")
+
+
+class NotADemoWorkspace(LoopmlError):
+    """``loopml demo`` wipes its workspace at each run, so it refuses a folder it did not create."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"refusing to run the demo in {path}: {why}")
