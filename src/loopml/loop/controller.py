@@ -6,17 +6,28 @@ effects, which are idempotent. A controller killed at any instant and started ag
 re-applies the side effects of the state it finds (``resume``), so a rollout resumes or
 finishes rolling back deterministically: the champion alias names one version at all
 times, and the server keeps serving it while no controller runs.
+
+It fails closed and keeps going (issue #8): :meth:`Controller.run` survives any exception of
+a tick (it says it in one line, records it for ``loopml status`` and the audit log, backs off
+exponentially and goes on, re-applying the state it finds like a restarted controller); a
+retraining that fails is retried per cause with exponential backoff (``state.db`` table
+``retries``); an edited ``loopml.yaml`` is validated and adopted, a broken edit reported once
+and the running spec kept; a version that was rolled back is blocked from automatic rollout
+until someone promotes it by hand; a registry that cannot be asked stops the step and changes
+nothing (never "no champion": that would promote without a rollout).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
 
 from loopml.config import Workspace
-from loopml.errors import LoopmlError
+from loopml.errors import LoopmlError, ModelCheckFailed, SpecError
 from loopml.loop import signals
 from loopml.loop.admin_client import ServerClient
 from loopml.loop.latency import latency_verdict
@@ -24,27 +35,46 @@ from loopml.loop.rollout import ADVANCE, HOLD, ROLLBACK, decide_step, policy_for
 from loopml.loop.state import Rollout, StaleRollout, StateStore
 from loopml.registry import audit
 from loopml.registry.client import CHAMPION, Registry
-from loopml.spec import ProjectSpec
+from loopml.spec import SPEC_FILE, ProjectSpec, load_spec
 
 Say = Callable[[str], None]
 WHO = "loopml-controller"
+TICK_BACKOFF_CAP_S = 60.0  # a failing tick waits interval x 2^failures, at most this
+RETRY_MIN_S = 10.0  # a failed retraining waits at least max(this, triggers.debounce_s) ...
+RETRY_CAP_S = 3600.0  # ... doubling per failure of the same cause, at most an hour
+
+
+def cause_key(kind: str, cause: str) -> str:
+    """The backoff key of a trigger: its kind and cause, numbers blanked ("over 512
+    predictions" and "over 530 predictions" are the same cause failing again)."""
+    return f"{kind}: " + re.sub(r"\d+(?:\.\d+)?", "#", cause)
+
+
+def one_line(exc: BaseException) -> str:
+    what = str(exc) if isinstance(exc, LoopmlError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(what.split())[:500]
 
 
 class Controller:
     def __init__(self, spec: ProjectSpec, workspace: Workspace, server: ServerClient, *,
-                 project_dir: Path = Path("."), say: Say = print, clock: Callable[[], float] = time.time) -> None:
+                 project_dir: Path = Path("."), say: Say = print, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.spec, self.workspace, self.server = spec, workspace, server
-        self.project_dir, self.say, self.clock = project_dir, say, clock
+        self.project_dir, self.say, self.clock, self.sleep = project_dir, say, clock, sleep
         self.store = StateStore(workspace.state_db)
         self.registry = Registry(workspace)
         self.model = spec.name
         self._last_drift_check = 0.0
         self._last_schedule = clock()
         self._seen_files: set[str] | None = None
+        self._spec_stamp: tuple | None = None  # (mtime_ns, size) of loopml.yaml when last read
+        self._spec_digest: str | None = None  # its content: the running spec, or a broken edit already reported
+        self._last_error: str | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     def tick(self) -> None:
         """One step of work: drive an active rollout, else poll triggers and retrain."""
+        self.reload_spec()
         rollout = self.store.active_rollout(self.model)
         if rollout is not None:
             self.drive(rollout)
@@ -56,13 +86,99 @@ class Controller:
             self.retrain(trigger)
 
     def run(self, should_stop: Callable[[], bool], interval: float = 0.5) -> None:
-        self.resume()
+        """Tick until ``should_stop``; no exception of a tick ends the loop (see :meth:`_tick_failed`)."""
+        failures = 0
+        resumed = False
         while not should_stop():
             try:
+                if not resumed:
+                    self.resume()
+                    resumed = True
                 self.tick()
-            except LoopmlError as exc:
-                self.say(f"[controller] {exc}")
-            time.sleep(interval)
+            except Exception as exc:  # noqa: BLE001 - the loop outlives MLflow, SQLite and disk errors
+                failures += 1
+                resumed = False  # next time, re-apply the state we find, as a restarted controller would
+                delay = min(TICK_BACKOFF_CAP_S, interval * 2.0 ** failures)
+                self._tick_failed(exc, failures, delay)
+                self.sleep(delay)
+                continue
+            if failures:
+                self._tick_recovered(failures)
+                failures = 0
+            self.sleep(interval)
+
+    def _tick_failed(self, exc: BaseException, failures: int, delay: float) -> None:
+        """One line to the operator; the error in state.db (``loopml status``) and, once per
+        distinct error, in the audit log. Recording must not fail the loop either."""
+        what = one_line(exc)
+        self.say(f"[controller] tick failed ({failures} in a row): {what}; next try in {delay:.1f} s")
+        record = {"error": what, "failures": failures, "ts": self.clock(), "next_try": self.clock() + delay}
+        try:
+            self.store.put(f"controller.error.{self.model}", record)
+        except Exception:  # noqa: BLE001 - state.db may be what failed
+            pass
+        if what != self._last_error:
+            try:
+                audit.record_event(self.workspace.audit_log, self.model, "controller-error", what, who=WHO,
+                                   evidence={"failures": failures, "next_try_in_s": delay}, alias="controller")
+                self._last_error = what
+            except Exception:  # noqa: BLE001 - the audit log may be what failed
+                pass
+
+    def _tick_recovered(self, failures: int) -> None:
+        self.say(f"[controller] recovered after {failures} failed tick(s)")
+        self._last_error = None
+        self.store.put(f"controller.error.{self.model}", None)
+
+    def reload_spec(self) -> bool:
+        """Adopt an edited ``loopml.yaml`` once it validates; True when the spec changed.
+
+        A broken edit is said once (one line naming the field) and the running spec is kept;
+        so is an edit that renames the model (its state, traffic and registry entries are
+        under the old name: that takes a restart of ``loopml up``).
+        """
+        path = self.project_dir / SPEC_FILE
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp == self._spec_stamp:
+            return False
+        first = self._spec_stamp is None and self._spec_digest is None
+        self._spec_stamp = stamp
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digest = "missing"
+        if first:  # the spec we were started with was read from this file
+            self._spec_digest = digest
+            return False
+        if digest == self._spec_digest:
+            return False
+        self._spec_digest = digest
+        try:
+            spec = load_spec(self.project_dir)
+            if spec.name != self.spec.name:
+                raise SpecError(str(path), f"name: changed from '{self.spec.name}' to '{spec.name}'; "
+                                           "restart 'loopml up' to run the loop for another model")
+        except SpecError as exc:
+            self.say(f"[controller] {SPEC_FILE} edit not applied, still running the previous spec: {exc}")
+            self._record_spec(f"edit not applied: {exc}")
+            return False
+        old, new = self.spec.model_dump(), spec.model_dump()
+        changed = [k for k in new if new[k] != old.get(k)]
+        self.spec = spec
+        self.say(f"[controller] {SPEC_FILE} changed: now running the edited spec"
+                 + (f" ({', '.join(changed)})" if changed else ""))
+        self._record_spec(f"reloaded: {', '.join(changed) or 'no setting changed'}")
+        return True
+
+    def _record_spec(self, what: str) -> None:
+        try:
+            self.store.put(f"controller.spec.{self.model}", {"ts": self.clock(), "what": what})
+        except Exception:  # noqa: BLE001 - bookkeeping for 'loopml status' only
+            pass
 
     def resume(self) -> None:
         """Re-apply the side effects of whatever state a previous controller left."""
@@ -80,6 +196,9 @@ class Controller:
     def poll_triggers(self) -> None:
         t = self.spec.triggers
         now = self.clock()
+        for r in self.store.take_due_retries(self.model, now):
+            self.say(f"[retrain] retrying {r.kind}: {r.detail} (after {r.failures} failure(s): {r.error})")
+            self.store.add_trigger(self.model, r.kind, r.detail)
         if t.interval_s and now - self._last_schedule >= t.interval_s:
             self._last_schedule = now
             self._trigger("schedule", f"every {t.interval_s:.0f} s")
@@ -90,6 +209,9 @@ class Controller:
             self.check_drift()
 
     def _trigger(self, kind: str, cause: str) -> None:
+        pending = self.store.retry(self.model, cause_key(kind, cause))
+        if pending is not None and pending.waiting:
+            return  # this cause failed: its retry is scheduled (poll_triggers queues it when due)
         trig = self.store.add_trigger(self.model, kind, cause, self.spec.triggers.debounce_s)
         if trig.status == "queued":  # merged repeats stay in state.db; the audit log gets the cause once
             audit.record_event(self.workspace.audit_log, self.model, "trigger", f"{kind}: {cause}",
@@ -155,30 +277,76 @@ class Controller:
 
     # -- retrain + gate ---------------------------------------------------------------------
     def retrain(self, trigger) -> Rollout | None:
+        """Train on the retraining window, gate, and start a rollout (or promote a first version).
+
+        Any failure before the rollout starts fails the trigger, changes no alias and schedules
+        a retry of its cause with exponential backoff (:meth:`_retrain_failed`)."""
+        try:
+            gated = self._train_and_gate(trigger)
+        except Exception as exc:  # noqa: BLE001 - MLflow, data, a registry that cannot be asked, ...
+            self._retrain_failed(trigger, exc)
+            return None
+        self.store.clear_retries(self.model)  # it worked: every backoff of this model ends
+        if gated is None:
+            return None
+        version, champion, result, latency_note = gated
+        rollout = self.store.start_rollout(self.model, version, champion.version, trigger.id)
+        self.store.finish_trigger(trigger.id, "done", f"rollout {rollout.id} of version {version} started")
+        audit.record_event(self.workspace.audit_log, self.model, "rollout-start",
+                           f"gate passed: {result.gate_reasons[-1] if result.gate_reasons else ''}; {latency_note}",
+                           version=version, previous=champion.version, who=WHO,
+                           evidence={"metrics": result.metrics, "champion_metrics": result.champion_metrics})
+        self.say(f"[rollout] v{version} against champion v{champion.version}: "
+                 + " -> ".join(step_label(s) for s in self.spec.rollout.steps) + " -> 100%")
+        self._apply_step(rollout)
+        return rollout
+
+    def _retrain_failed(self, trigger, exc: BaseException) -> None:
+        what = one_line(exc)
+        now = self.clock()
+        base = max(RETRY_MIN_S, self.spec.triggers.debounce_s)
+        self.store.finish_trigger(trigger.id, "failed", what)
+        r = self.store.record_failure(self.model, cause_key(trigger.kind, trigger.cause), trigger.kind, trigger.cause,
+                                      what, now=now, base_s=base, cap_s=max(base, RETRY_CAP_S))
+        when = time.strftime("%H:%M:%S", time.localtime(r.next_try))
+        self.say(f"[retrain] failed ({r.failures} in a row for this cause): {what}; "
+                 f"next try in {r.next_try - now:.0f} s (at {when}); 'loopml retrain' tries now")
+        try:
+            audit.record_event(self.workspace.audit_log, self.model, "retrain-failed", what, who=WHO, alias="trigger",
+                               evidence={"trigger": trigger.id, "failures": r.failures, "next_try": r.next_try})
+        except Exception:  # noqa: BLE001 - the failure is in state.db; the audit line is for people
+            pass
+
+    def _train_and_gate(self, trigger):
+        """(version, champion, result, latency note) of a challenger to roll out, or None when the
+        trigger is finished here (already champion, blocked, rejected, or a first version promoted)."""
         from loopml.loop.pipeline import run_pipeline
         from loopml.loop.training_window import retrain_frame
 
         from threadpoolctl import threadpool_limits
 
         self.say(f"[retrain] trigger {trigger.id} ({trigger.kind}): training on the retraining window")
-        try:
-            frame, source = retrain_frame(self.spec, self.project_dir, self.workspace)
-            # Leave a core to the server beside us: OpenMP pools that oversubscribe a busy machine
-            # spin at their barriers and slow training by orders of magnitude (seen: 1 s -> 100 s).
-            with threadpool_limits(max(1, (os.cpu_count() or 2) - 1)):
-                result = run_pipeline(self.spec, self.workspace, project_dir=self.project_dir, frame=frame, source=source,
-                                      auto_promote=False, reason=f"retrain on {trigger.kind}: {trigger.cause}",
-                                      on_step=lambda s, m: self.say(f"[retrain] {s}: {m}"))
-        except LoopmlError as exc:
-            self.store.finish_trigger(trigger.id, "failed", str(exc))
-            self.say(f"[retrain] failed: {exc}")
-            return None
+        frame, source = retrain_frame(self.spec, self.project_dir, self.workspace)
+        # Leave a core to the server beside us: OpenMP pools that oversubscribe a busy machine
+        # spin at their barriers and slow training by orders of magnitude (seen: 1 s -> 100 s).
+        with threadpool_limits(max(1, (os.cpu_count() or 2) - 1)):
+            result = run_pipeline(self.spec, self.workspace, project_dir=self.project_dir, frame=frame, source=source,
+                                  auto_promote=False, reason=f"retrain on {trigger.kind}: {trigger.cause}",
+                                  on_step=lambda s, m: self.say(f"[retrain] {s}: {m}"))
+        # raises RegistryUnavailable when the registry cannot be asked: None means *no champion*
         champion = self.registry.try_resolve(self.model, CHAMPION)
         version = result.version
         if champion is not None and version == champion.version:
             self.store.finish_trigger(trigger.id, "done", f"version {version} is already champion")
             return None
-        prior = self.registry.resolve(self.model, version).tags.get("loopml.rollout")
+        ref = self.registry.resolve(self.model, version)
+        if ref.blocked:
+            self.store.finish_trigger(trigger.id, "done", f"version {version} is blocked ({ref.blocked}); "
+                                                          f"'loopml promote {self.model} {version}' by hand unblocks it")
+            self.say(f"[retrain] version {version} is blocked ({ref.blocked}): not rolled out; "
+                     f"only 'loopml promote {self.model} {version}' by hand unblocks it")
+            return None
+        prior = ref.tags.get("loopml.rollout")
         if result.cached and prior in ("rolled_back", "aborted", "rejected"):
             self.store.finish_trigger(trigger.id, "done", f"no new data: version {version} was already {prior}")
             self.say(f"[retrain] data unchanged; version {version} was already {prior}")
@@ -198,16 +366,7 @@ class Controller:
             self.registry.promote(self.model, version, "first version: gate passed, nothing to roll out against")
             self.store.finish_trigger(trigger.id, "done", f"version {version} promoted (no champion before)")
             return None
-        rollout = self.store.start_rollout(self.model, version, champion.version, trigger.id)
-        self.store.finish_trigger(trigger.id, "done", f"rollout {rollout.id} of version {version} started")
-        audit.record_event(self.workspace.audit_log, self.model, "rollout-start",
-                           f"gate passed: {result.gate_reasons[-1] if result.gate_reasons else ''}; {latency_note}",
-                           version=version, previous=champion.version, who=WHO,
-                           evidence={"metrics": result.metrics, "champion_metrics": result.champion_metrics})
-        self.say(f"[rollout] v{version} against champion v{champion.version}: "
-                 + " -> ".join(step_label(s) for s in self.spec.rollout.steps) + " -> 100%")
-        self._apply_step(rollout)
-        return rollout
+        return version, champion, result, latency_note
 
     def _latency_gate(self, version: str, snapshot_id: str) -> tuple[bool, str]:
         budget = self.spec.rollout.latency_budget_ms
@@ -239,7 +398,7 @@ class Controller:
         if rollout.status == "rolling_back":
             return self._finish_rollback(rollout)
         steps = self.spec.rollout.steps
-        step = steps[rollout.step]
+        step = steps[min(rollout.step, len(steps) - 1)]  # an edited spec may have fewer steps now
         counters = signals.delta(signals.scrape(self.server.metrics_text(), self.model), rollout.baseline)
         ev = signals.Evidence(
             champion=signals.variant_stats(counters, rollout.champion or "", ("champion", "primary", f"v{rollout.champion}")),
@@ -311,8 +470,17 @@ class Controller:
                   f"{decision.action}: {why}"[:4900])
 
     def _finish_promotion(self, rollout: Rollout) -> None:
-        self.registry.ensure_alias(self.model, CHAMPION, rollout.challenger,
-                                   f"rollout {rollout.id}: all steps passed ({WHO})")
+        try:  # the registry loads the version and predicts on its input example before moving the alias
+            self.registry.ensure_alias(self.model, CHAMPION, rollout.challenger,
+                                       f"rollout {rollout.id}: all steps passed ({WHO})")
+        except ModelCheckFailed as exc:
+            from loopml.loop.rollout import StepDecision
+
+            decision = StepDecision(ROLLBACK, [f"promotion refused: {exc}"], {"step": "promotion"})
+            self._record(rollout, "rollout-rollback", decision)
+            rollout = self._transition(rollout, "promoting", decision, status="rolling_back")
+            self.say(f"[rollout] ROLLBACK at promotion: {exc}")
+            return self._finish_rollback(rollout)
         self.server.reload(self.model)  # primary hot-swaps to the new champion, old one drains
         self.server.set_policy(self.model, {"kind": "single"})
         self._tag(rollout.challenger, "loopml.rollout", "promoted")
@@ -322,8 +490,13 @@ class Controller:
     def _finish_rollback(self, rollout: Rollout) -> None:
         self.server.set_policy(self.model, {"kind": "single"})
         self._tag(rollout.challenger, "loopml.rollout", "rolled_back")
+        last = rollout.decisions[-1].get("reasons", []) if rollout.decisions else []
+        why = f"rolled back by rollout {rollout.id}" + (f": {'; '.join(last)}" if last else "")
+        # not a tag for people: a blocked version is never rolled out automatically again (a retrain
+        # that rebuilds it from the pipeline cache finds it blocked) until promoted by hand
+        self.registry.block(self.model, rollout.challenger, why[:4000])
         self.store.update_rollout(rollout, status="rolled_back")
-        self.say(f"[rollout] v{rollout.challenger} rolled back; v{rollout.champion} serves 100%")
+        self.say(f"[rollout] v{rollout.challenger} rolled back and blocked; v{rollout.champion} serves 100%")
 
     def _tag(self, version: str, key: str, value: str) -> None:
         try:

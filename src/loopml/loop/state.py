@@ -3,6 +3,9 @@
 Every change is one transaction (``BEGIN IMMEDIATE``), so a controller killed at any
 instant leaves either the state before a change or the state after it. A partial unique
 index makes "at most one active rollout per model" a fact of the database, not of the code.
+
+``retries`` remembers, per model and cause, how often a retraining failed and when the next
+try is due, so a failing retrain backs off exponentially instead of running on every check.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from loopml.errors import LoopmlError
 
 ACTIVE = ("running", "paused", "promoting", "rolling_back")
 FINAL = ("promoted", "rolled_back", "aborted", "rejected")
@@ -46,6 +51,18 @@ CREATE TABLE IF NOT EXISTS triggers (
     result TEXT
 );
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS retries (
+    model TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    next_try REAL NOT NULL,
+    waiting INTEGER NOT NULL,
+    error TEXT,
+    updated REAL NOT NULL,
+    PRIMARY KEY (model, cause)
+);
 """
 
 
@@ -82,6 +99,25 @@ class Trigger:
     created: float
     updated: float
     result: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Retry:
+    """A cause whose retraining failed: ``failures`` in a row, the next try at ``next_try``
+    (the controller's clock); ``waiting`` until the controller queues that try."""
+
+    model: str
+    cause: str  # the backoff key: trigger kind + its cause with numbers blanked
+    kind: str
+    detail: str  # the trigger's cause as it was said
+    failures: int
+    next_try: float
+    waiting: bool
+    error: str | None
+    updated: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,6 +251,47 @@ class StateStore:
             con.execute("UPDATE triggers SET status = ?, result = ?, updated = ? WHERE id = ?",
                         (status, result, time.time(), trigger_id))
 
+    # -- retries of failed retrainings --------------------------------------------------------
+    def record_failure(self, model: str, cause: str, kind: str, detail: str, error: str, *, now: float,
+                       base_s: float, cap_s: float) -> Retry:
+        """Count one more failure of ``cause``; the next try waits ``base_s`` x 2^(failures-1), at most ``cap_s``."""
+        with self.tx() as con:
+            row = con.execute("SELECT failures FROM retries WHERE model = ? AND cause = ?", (model, cause)).fetchone()
+            failures = (row[0] if row else 0) + 1
+            delay = max(base_s, min(cap_s, base_s * 2.0 ** min(failures - 1, 30)))
+            con.execute("INSERT INTO retries(model, cause, kind, detail, failures, next_try, waiting, error, updated) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(model, cause) DO UPDATE SET "
+                        "kind = excluded.kind, detail = excluded.detail, failures = excluded.failures, "
+                        "next_try = excluded.next_try, waiting = 1, error = excluded.error, updated = excluded.updated",
+                        (model, cause, kind, detail, failures, now + delay, error, time.time()))
+        return self.retry(model, cause)
+
+    def retry(self, model: str, cause: str) -> Retry | None:
+        found = [r for r in self.retries(model) if r.cause == cause]
+        return found[0] if found else None
+
+    def retries(self, model: str) -> list[Retry]:
+        with self.tx() as con:
+            cur = con.execute("SELECT * FROM retries WHERE model = ? ORDER BY next_try", (model,))
+            cols = [d[0] for d in cur.description]
+            return [_retry(dict(zip(cols, r))) for r in cur.fetchall()]
+
+    def take_due_retries(self, model: str, now: float) -> list[Retry]:
+        """The waiting retries due at ``now``, marked taken (the caller queues their triggers)."""
+        with self.tx() as con:
+            cur = con.execute("SELECT * FROM retries WHERE model = ? AND waiting = 1 AND next_try <= ? ORDER BY next_try",
+                              (model, now))
+            cols = [d[0] for d in cur.description]
+            due = [_retry(dict(zip(cols, r))) for r in cur.fetchall()]
+            con.executemany("UPDATE retries SET waiting = 0 WHERE model = ? AND cause = ?",
+                            [(model, r.cause) for r in due])
+        return due
+
+    def clear_retries(self, model: str) -> None:
+        """A retraining succeeded: every backoff of the model ends."""
+        with self.tx() as con:
+            con.execute("DELETE FROM retries WHERE model = ?", (model,))
+
     # -- small values -----------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         with self.tx() as con:
@@ -233,9 +310,17 @@ def _rollout(d: dict[str, Any]) -> Rollout:
     return Rollout(**d)
 
 
-class StaleRollout(Exception):
+def _retry(d: dict[str, Any]) -> Retry:
+    d["waiting"] = bool(d["waiting"])
+    return Retry(**d)
+
+
+class StaleRollout(LoopmlError):
     """Someone else changed the rollout first (a manual command, or another controller)."""
 
+    http_status = 409
+
     def __init__(self, rollout_id: int, status: str, expected: str) -> None:
-        super().__init__(f"rollout {rollout_id} is {status}, not {expected}")
+        super().__init__(f"rollout {rollout_id} is {status}, not {expected}; see 'loopml rollout status'")
+        self.rollout_id = rollout_id
         self.status = status
