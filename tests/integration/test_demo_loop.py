@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from loopml.demo.run import run_demo
+from loopml.demo.run import PROBE_ROWS, run_demo
 from loopml.loop.server_process import ServerProcess
 from loopml.registry.client import Registry
 
@@ -22,7 +22,7 @@ def test_demo_closes_the_loop(workspace):
     # served: v1 before the promotion, v2 after it, from the same running server
     served = {s["phase"]: s["versions"] for s in summary.served}
     assert served["period-1 traffic"] == "v1: 2000" and served["period-2 traffic"] == "v1: 2000"
-    assert served["after the rollout"].startswith("v2:")
+    assert served["after the rollout"] == f"v2: {PROBE_ROWS}"  # answers counted, not a prediction
     assert "v2" in served["during the rollout"] and "v1" in served["during the rollout"]
     # v2 beat v1 on the recent labelled holdout, and went through shadow and canary steps
     v1_row, v2_row = summary.versions

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -65,13 +65,14 @@ def new(name: Annotated[str, typer.Argument(help="Project folder to create.")],
 
 
 @app.command()
-def demo(home: HomeOpt = None,
+def demo(home: Annotated[Optional[Path], typer.Option(
+             "--home", help="The demo's own workspace (default ./.loopml-demo; never LOOPML_HOME), wiped at each "
+                            "run: a new or empty folder, or one an earlier demo created.")] = None,
          keep_server: Annotated[bool, typer.Option(help="Leave nothing running (default) or keep serving.")] = False) -> None:
-    """Run the whole loop on generated card-transaction data, end to end."""
-    from loopml.demo.run import run_demo
+    """Run the whole loop on generated card-transaction data, end to end, in a clean demo workspace."""
+    from loopml.demo.run import DEFAULT_HOME, fresh_demo_workspace, run_demo
 
-    ws = workspace(home or Path(".loopml-demo"), None)
-    run_demo(ws, console=console)
+    run_demo(fresh_demo_workspace(home or DEFAULT_HOME), console=console)
 
 
 def main() -> None:

@@ -23,7 +23,10 @@ from loopml.demo.project import scaffold_project
 from loopml.demo.traffic import Traffic, replay, wait_for_log, wait_for_version
 from loopml.spec import load_spec
 
+DEFAULT_HOME = Path(".loopml-demo")
+MARKER = ".loopml-demo-workspace"  # written by the demo into its own workspace: the licence to wipe it
 REPLAY_ROWS = 2000
+PROBE_ROWS = 20  # requests sent after the rollout to show which version answers
 ROLLOUT_TIMEOUT_S = 150.0
 TRAFFIC_RATE = 300.0  # requests/s while the controller works: live traffic, not a flood
 
@@ -49,7 +52,7 @@ class DemoSummary:
         lines += ["", "## Drift checks", "", "| traffic | rows | drifted | features drifted | rule |", "|---|---|---|---|---|"]
         for d in self.drift:
             lines.append(f"| {d['window']} | {d['rows']} | {d['drifted']} | {', '.join(d['features']) or '-'} | {d['rule']} |")
-        lines += ["", "## Served", "", "| phase | versions that answered |", "|---|---|"]
+        lines += ["", "## Served", "", "| phase | requests answered per version |", "|---|---|"]
         for s in self.served:
             lines.append(f"| {s['phase']} | {s['versions']} |")
         lines += ["", "## Live performance (delayed labels joined by request id)", "",
@@ -67,10 +70,59 @@ class DemoSummary:
         return "\n".join(lines)
 
 
+def fresh_demo_workspace(home: str | Path = DEFAULT_HOME) -> Workspace:
+    """A clean demo workspace at ``home``: created when new or empty, wiped when it holds the
+    demo's :data:`MARKER` (a previous demo run), refused otherwise.
+
+    Each demo run starts from nothing, so its story (no drift on period 1, drift on period 2,
+    v1 then v2) is not mixed with an earlier run's versions and logged traffic. A folder the
+    demo did not create is never wiped, whatever it holds: pass a new or empty folder. The
+    registry is the workspace's own SQLite (never ``LOOPML_TRACKING_URI``) so that the wipe
+    resets it too. Raises :class:`~loopml.errors.NotADemoWorkspace` (exit 2).
+    """
+    import os
+    import shutil
+
+    from loopml.errors import NotADemoWorkspace
+
+    given = Path(home).expanduser()
+    if given.is_symlink() or (given.exists() and not given.is_dir()):
+        raise NotADemoWorkspace(str(given), "it is not a folder; pass a new or empty folder with --home")
+    home = given.resolve()
+    if home.exists() and any(home.iterdir()):
+        marker = home / MARKER
+        if marker.is_symlink() or not marker.is_file():
+            raise NotADemoWorkspace(str(home), f"it is not empty and not a loopml demo workspace (no {MARKER}); "
+                                               "the demo wipes its workspace at each run, so pass a new or "
+                                               "empty folder with --home")
+        cwd = Path.cwd().resolve()
+        if cwd == home or home in cwd.parents:
+            raise NotADemoWorkspace(str(home), "the current folder is inside it; run the demo from elsewhere")
+        from loopml.loop.server_process import ServerProcess
+
+        left = ServerProcess.adopt(Workspace(home))
+        if left is not None:
+            raise NotADemoWorkspace(str(home), f"a server of an earlier demo still runs there (pid {left.pid}, "
+                                               f"{left.url}); stop it (kill {left.pid}) and run the demo again")
+        for entry in home.iterdir():  # the marker goes last, so an interrupted wipe can be redone
+            if entry.name == MARKER:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)  # does not follow symlinks out of the workspace
+            else:
+                entry.unlink()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (home / MARKER).write_text("loopml demo workspace: 'loopml demo' deletes everything in this folder "
+                               "at its next run\n")
+    os.chmod(home / MARKER, 0o600)
+    return Workspace(home).init()
+
+
 def _drift_row(report, rows: int, name: str) -> dict[str, Any]:
     if report is None:
-        return {"window": name, "rows": rows, "drifted": False, "features": [], "rule": "not enough traffic"}
-    return {"window": name, "rows": rows, "drifted": bool(report.drifted),
+        return {"window": name, "rows": rows, "drifted": False, "verdict": "could not decide", "features": [],
+                "rule": "not enough traffic"}
+    return {"window": name, "rows": rows, "drifted": bool(report.drifted), "verdict": report.verdict,
             "features": [f.name for f in report.features if f.drifted], "rule": getattr(report, "rule", "")}
 
 
@@ -159,7 +211,10 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
                                      "outcome": outcome.status})
             console.rule("[bold]7. the running server answers with the new champion")
             expected = outcome.challenger if outcome.status == "promoted" else outcome.champion
-            summary.served.append({"phase": "after the rollout", "versions": wait_for_version(server.url, p2.head(1)[features], expected)})
+            wait_for_version(server.url, p2.head(1)[features], expected)
+            # then count who answers, as for the other phases: "v2: 20" is 20 answers by v2
+            after = replay(server.url, p2.head(PROBE_ROWS), features, workers=2)
+            summary.served.append({"phase": "after the rollout", "versions": _fmt_counts(after)})
     finally:
         server.stop()
     console.rule("[bold]8. delayed labels arrive: live performance of the served predictions")
@@ -208,7 +263,7 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 
 
 def _print_drift(console: Console, d: dict[str, Any]) -> None:
-    verdict = "[red]DRIFT[/]" if d["drifted"] else "[green]no drift[/]"
+    verdict = {"drift": "[red]DRIFT[/]", "no drift": "[green]no drift[/]"}.get(d["verdict"], "[yellow]could not decide[/]")
     console.log(f"{d['window']}: {verdict} over {d['rows']} logged predictions; "
                 f"drifted: {', '.join(d['features']) or 'none'}; {d['rule']}")
 
@@ -221,9 +276,9 @@ def _print_summary(console: Console, s: DemoSummary, path: Path) -> None:
         t.add_row(v["version"], v["data"], f"{v['roc_auc']:.4f}", v["champion_roc_auc"], v["outcome"])
     console.print(t)
     for d in s.drift:
-        console.print(f"drift on {d['window']} traffic: {'yes' if d['drifted'] else 'no'} ({d['rule']})")
+        console.print(f"drift on {d['window']} traffic: {d['verdict']} ({d['rule']})")
     for sv in s.served:
-        console.print(f"served, {sv['phase']}: {sv['versions']}")
+        console.print(f"requests answered per version, {sv['phase']}: {sv['versions']}")
     if s.drift_to_promoted_s is not None:
         console.print(f"[bold]drift detected to new champion serving 100%: {s.drift_to_promoted_s:.1f} s[/]")
     console.print(f"summary written to {path} (total {s.seconds:.1f} s)")

@@ -125,6 +125,8 @@ def wait_for_log(workspace: Workspace, model: str, rows: int, timeout: float = 2
 
 
 def wait_for_version(url: str, row: pd.DataFrame, version: str, timeout: float = 30.0) -> str:
+    """Send ``row`` until the server answers with model ``version``; returns that version
+    (raises :class:`~loopml.errors.ServeError` when it still answers with another after ``timeout``)."""
     import httpx
     import orjson
 
@@ -135,6 +137,6 @@ def wait_for_version(url: str, row: pd.DataFrame, version: str, timeout: float =
         r = httpx.post(f"{url}/invocations", content=body, headers={"content-type": "application/json"}, timeout=10)
         seen = r.headers.get(VERSION_HEADER, "?")
         if seen == version:
-            return f"v{seen}: {r.json()['predictions']}"
+            return seen
         time.sleep(0.25)
     raise ServeError(f"the server still answers with version {seen}, expected {version} after {timeout:.0f} s")
