@@ -53,7 +53,9 @@ def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: Trac
     deadline = time.monotonic() + run_for if run_for else None
     from rich.markup import escape
 
-    ctl = Controller(spec, ws, ServerClient(server.url, token), project_dir=project,
+    # the controller re-reads loopml.yaml from this folder when it is edited (validated first)
+    project_dir = project if project.is_dir() else project.parent
+    ctl = Controller(spec, ws, ServerClient(server.url, token), project_dir=project_dir,
                      say=lambda msg: console.log(escape(msg)))
     try:
         ctl.run(lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline))
@@ -115,6 +117,10 @@ def _status(project: Path, home, tracking_uri) -> dict:
     active = store.active_rollout(spec.name)
     out["rollout"] = active.to_dict() if active else None
     out["triggers"] = [t.to_dict() for t in store.triggers(spec.name, limit=5)]
+    # what a running controller could not do, and when it tries again (see Controller.run/retrain)
+    out["controller"] = {"error": store.get(f"controller.error.{spec.name}"),
+                         "spec": store.get(f"controller.spec.{spec.name}")}
+    out["retries"] = [r.to_dict() for r in store.retries(spec.name)]
     out["alerts"] = _open_alerts(ws, spec.name)
     return out
 
@@ -152,8 +158,24 @@ def _render(s: dict) -> Table:
     else:
         t.add_row("rollout", "none in progress")
     t.add_row("triggers", "\n".join(f"#{x['id']} {x['kind']} ({x['status']}) {x['cause']}" for x in s["triggers"]) or "-")
+    from rich.markup import escape  # errors quote paths and [brackets]
+
+    ctl = s.get("controller") or {}
+    if ctl.get("error"):
+        e = ctl["error"]
+        t.add_row("controller", escape(f"tick failing ({e['failures']} in a row): {e['error']}; next try at {_clock(e['next_try'])}"))
+    if ctl.get("spec"):
+        t.add_row("loopml.yaml", escape(f"{ctl['spec']['what']} ({_clock(ctl['spec']['ts'])})"))
+    if s.get("retries"):
+        t.add_row("retrain retries", escape("\n".join(
+            f"{r['kind']}: {r['detail']}: failed {r['failures']}x ({r['error']}); "
+            + (f"next try at {_clock(r['next_try'])}" if r["waiting"] else "retrying now") for r in s["retries"])))
     t.add_row("alerts", "\n".join(str(a) for a in s["alerts"]) or "none open")
     return t
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
 def retrain(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
