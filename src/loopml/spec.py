@@ -12,8 +12,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from loopml.errors import SpecError
 from loopml.evaluate.names import DEFAULT_PRIMARY, TASK_METRICS
@@ -57,6 +57,7 @@ class ContractSpec(_Strict):
     min_rows: int | None = Field(None, ge=0)
     max_rows: int | None = Field(None, ge=0)
     unique: list[str] = []
+    _target: str | None = PrivateAttr(None)  # set by loopml.data.contract.contract_for, never from YAML
 
 
 class ModelSpec(_Strict):

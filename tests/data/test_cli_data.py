@@ -114,3 +114,54 @@ def test_validate_unknown_snapshot(project, tmp_path):
     result = invoke("validate", "ds-ffffffffffffffff", "-p", str(project), home=tmp_path / "ws")
     assert isinstance(result.exception, SnapshotNotFound)
     assert result.exception.exit_code == 2
+
+
+# --- fail closed (#8): a stray text value in a numeric column, a missing target ------------
+
+
+def _stray_text(project, value="twelve", at=6):
+    rows = 10
+    df = pd.DataFrame({
+        "customer_id": range(1, rows + 1), "tenure": range(rows),
+        "plan": ["basic", "pro"] * (rows // 2), "churned": [0, 1] * (rows // 2),
+        "spend": [f"{12.5 + i}" for i in range(rows)],
+    })
+    df["spend"] = df["spend"].astype(object)
+    df.loc[at, "spend"] = value
+    df.to_csv(project / "data" / "train.csv", index=False)
+
+
+def test_stray_text_in_a_numeric_column_fails_validation_naming_value_and_row(project, tmp_path):
+    _stray_text(project)
+    result = invoke("validate", "-p", str(project), "--json", home=tmp_path / "ws")
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.output)
+    (v,) = [v for v in out["violations"] if v["column"] == "spend"]
+    assert v["rule"] == "mixed_types" and v["count"] == 1
+    # the 7th data row (0-based position 6): line 8 of the CSV, after its header
+    assert "'twelve'" in v["message"] and "row 7" in v["message"] and "line 8" in v["message"]
+    assert "contract.columns.spend.dtype" in v["message"]
+    table = invoke("validate", "-p", str(project), home=tmp_path / "ws")
+    assert table.exit_code == 1 and "mixed_types" in table.output
+
+
+def test_declared_text_column_may_hold_numbers_and_text(project, tmp_path):
+    _stray_text(project)
+    spec = (project / "loopml.yaml").read_text()
+    (project / "loopml.yaml").write_text(spec.replace("    plan: {allowed: [basic, pro]}\n",
+                                                      "    plan: {allowed: [basic, pro]}\n    spend: {dtype: string}\n"))
+    result = invoke("validate", "-p", str(project), "--json", home=tmp_path / "ws")
+    assert result.exit_code == 0, result.output
+
+
+def test_missing_target_is_found_at_validation_counting_every_row(project, tmp_path):
+    df = pd.DataFrame({
+        "customer_id": range(1, 21), "tenure": range(20), "plan": ["basic", "pro"] * 10,
+        "churned": [0, 1, None, 1] * 5,
+    })
+    df.to_csv(project / "data" / "train.csv", index=False)
+    result = invoke("validate", "-p", str(project), "--json", home=tmp_path / "ws")
+    assert result.exit_code == 1, result.output
+    (v,) = [v for v in json.loads(result.output)["violations"] if v["column"] == "churned"]
+    assert v["rule"] == "nullable" and v["count"] == 5 and "5 missing" in v["message"]
+    assert "target" in v["message"]

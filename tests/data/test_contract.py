@@ -160,3 +160,35 @@ def test_contract_for_adds_what_the_spec_implies():
     assert c.unique == ["id"]
     report = validate_frame(pd.DataFrame({"a": [1.0, 2.0], "id": [1, 1]}), c)
     assert [(v.column, v.rule) for v in report.violations] == [("y", "required"), ("id", "unique")]
+
+
+def test_run_stops_at_validation_on_stray_text_in_an_undeclared_numeric_column(workspace, project):
+    """``loopml run``'s validate step: a column the contract does not declare, numbers but for
+    one text value, stops the run before training (it would have become a categorical feature)."""
+    from loopml.loop.pipeline import run_pipeline
+    from loopml.spec import load_spec
+
+    csv = project / "data" / "transactions.csv"
+    df = pd.read_csv(csv)
+    df["score"] = [f"{i * 0.5}" for i in range(len(df))]
+    df.loc[41, "score"] = "?!"
+    df.to_csv(csv, index=False)
+    with pytest.raises(ContractViolation) as info:
+        run_pipeline(load_spec(project), workspace, project_dir=project)
+    assert "'?!' in row 42" in str(info.value) and info.value.exit_code == 1
+
+
+def test_mixed_types_only_for_mostly_numeric_undeclared_text_columns():
+    nums = [str(i / 2) for i in range(20)]
+    df = pd.DataFrame({
+        "stray": nums[:-1] + ["n.a."],  # numbers but one: reported
+        "text": ["a", "b"] * 10,  # text: fine
+        "half": nums[:10] + ["x"] * 10,  # half and half: a text column, fine
+        "float": [i / 2 for i in range(20)],  # numeric dtype: fine
+        "declared": nums[:-1] + ["x"],  # declared float: the dtype rule reports it, once
+        "accepted": nums[:-1] + ["x"],  # declared string: accepted
+    })
+    report = validate_frame(df, contract(columns={"declared": {"dtype": "float"}, "accepted": {"dtype": "string"}}))
+    assert {(v.column, v.rule) for v in report.violations} == {("stray", "mixed_types"), ("declared", "dtype")}
+    (v,) = [v for v in report.violations if v.rule == "mixed_types"]
+    assert v.count == 1 and "'n.a.' in row 20" in v.message and "line 21" in v.message

@@ -4,7 +4,15 @@
 ranges, allowed categories, row-count bounds and uniqueness, all vectorized, and
 returns a :class:`ContractReport` listing every violation with its column, rule,
 count of offending rows and up to five example rows (``row`` is the 0-based row
-position; in a CSV with a header that is file line ``row + 2``).
+position; messages and :func:`format_example` say ``row + 1``, the data row a user counts,
+which in a CSV with a header is file line ``row + 2``).
+
+Two rules hold without being written in the contract (fail closed, #8):
+
+- ``mixed_types``: a column whose values are numbers but for a few text values
+  ("12.5" x 999 and "twelve" once) would silently become a categorical feature; it fails
+  unless the contract gives the column a ``dtype`` (``string``/``category`` to accept it).
+- the target must not be null (see :func:`contract_for`); the count covers every row.
 
 dtype rules are pragmatic, because CSV readers lose type information:
 
@@ -32,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopml.data.profile import stray_text
 from loopml.errors import ContractViolation
 from loopml.spec import ColumnContract, ContractSpec, ProjectSpec
 
@@ -85,10 +94,10 @@ class ContractReport:
 
 
 def format_example(example: dict[str, Any], column: str | None) -> str:
-    """``row 3: -5`` for a column rule, ``row 3`` otherwise."""
+    """``row 4: -5`` for a column rule, ``row 4`` otherwise (1-based: the data row a user counts)."""
     if column is not None and column in example:
-        return f"row {example['row']}: {example[column]!r}"
-    return f"row {example['row']}"
+        return f"row {example['row'] + 1}: {example[column]!r}"
+    return f"row {example['row'] + 1}"
 
 
 def validate_frame(df: pd.DataFrame, contract: ContractSpec) -> ContractReport:
@@ -106,7 +115,11 @@ def validate_frame(df: pd.DataFrame, contract: ContractSpec) -> ContractReport:
                 missing.add(name)
                 found.append(Violation(name, "required", n, _missing_message(name, df)))
             continue
-        found += _check_column(df, name, rules)
+        found += _check_column(df, name, rules, target=name == contract_target(contract))
+    for name in df.columns:
+        rules = contract.columns.get(str(name))
+        if rules is None or rules.dtype is None:  # a declared dtype is checked by its own rule
+            found += _mixed_types(df, str(name))
     for name in contract.unique:
         if name not in df.columns:
             if name not in missing:
@@ -122,18 +135,41 @@ def validate_frame(df: pd.DataFrame, contract: ContractSpec) -> ContractReport:
 
 def contract_for(spec: ProjectSpec) -> ContractSpec:
     """The spec's contract plus what the rest of the spec implies: the target, the listed
-    features and the id column must exist, and the id column must be unique."""
+    features and the id column must exist, the id column must be unique, and the target
+    must not be null (no model learns from a missing label: found here, on every row,
+    rather than at the train step on the training split)."""
     columns = dict(spec.contract.columns)
     for name in [spec.data.target, *(spec.data.features or []), spec.data.id_column]:
         if name and name not in columns:
             columns[name] = ColumnContract()
+    columns[spec.data.target] = columns[spec.data.target].model_copy(update={"nullable": False})
     unique = list(spec.contract.unique)
     if spec.data.id_column and spec.data.id_column not in unique:
         unique.append(spec.data.id_column)
-    return spec.contract.model_copy(update={"columns": columns, "unique": unique})
+    contract = spec.contract.model_copy(update={"columns": columns, "unique": unique})
+    contract._target = spec.data.target
+    return contract
 
 
-def _check_column(df: pd.DataFrame, name: str, rules: ColumnContract) -> list[Violation]:
+def contract_target(contract: ContractSpec) -> str | None:
+    """The target column of a contract made by :func:`contract_for` (None otherwise)."""
+    return getattr(contract, "_target", None)
+
+
+def _mixed_types(df: pd.DataFrame, name: str) -> list[Violation]:
+    bad = stray_text(df[name])
+    if bad is None:
+        return []
+    first = int(np.flatnonzero(bad)[0])
+    n_bad, n_num = int(bad.sum()), int(df[name].notna().sum() - bad.sum())
+    return [_violation(df, name, "mixed_types", bad,
+                       f"{n_num} number(s) and {n_bad} text value(s), such as {_plain(df[name].iloc[first])!r} in "
+                       f"row {first + 1} (line {first + 2} of a CSV with a header): read as text, the column would "
+                       f"become a categorical feature; fix or empty the value(s), or declare "
+                       f"contract.columns.{name}.dtype: string (or category) if the column is text")]
+
+
+def _check_column(df: pd.DataFrame, name: str, rules: ColumnContract, target: bool = False) -> list[Violation]:
     s = df[name]
     out: list[Violation] = []
     if rules.dtype is not None:
@@ -144,7 +180,9 @@ def _check_column(df: pd.DataFrame, name: str, rules: ColumnContract) -> list[Vi
     if not rules.nullable:
         bad = s.isna().to_numpy()
         if bad.any():
-            out.append(_violation(df, name, "nullable", bad, f"{int(bad.sum())} missing value(s) in a column that must not be null"))
+            what = ("in the target column (of every row in the dataset); drop or fill those rows" if target
+                    else "in a column that must not be null")
+            out.append(_violation(df, name, "nullable", bad, f"{int(bad.sum())} missing value(s) of {len(s)} rows {what}"))
     if (rules.min is not None or rules.max is not None) and not pd.api.types.is_datetime64_any_dtype(s):
         num = _as_float(s)
         for rule, bound, bad in (("min", rules.min, num < (rules.min or 0)), ("max", rules.max, num > (rules.max or 0))):

@@ -90,6 +90,24 @@ def column_kind(series: pd.Series) -> str:
     return "categorical"
 
 
+def stray_text(series: pd.Series) -> np.ndarray | None:
+    """Mask of the values that are not numbers in a text column whose values are mostly
+    numbers ("12.5" x 999 and "twelve" once): a numeric column with stray text, which
+    :func:`column_kind` would read as categorical (and a model would one-hot). None when the
+    column is not text, or not mostly numbers, or every value is a number."""
+    if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)) \
+            or isinstance(series.dtype, pd.CategoricalDtype):
+        return None
+    present = series.notna().to_numpy()
+    is_bool = series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+    numbers = pd.to_numeric(series.where(~is_bool), errors="coerce").notna().to_numpy()
+    bad = present & ~numbers
+    n_present = int(present.sum())
+    if not bad.any() or int(numbers.sum()) * 2 <= n_present:
+        return None  # text, or mixed half and half: a text column, not a numeric one
+    return bad
+
+
 def profile_column(name: str, series: pd.Series) -> tuple[ColumnProfile, np.ndarray | None]:
     kind = column_kind(series)
     n = int(len(series))

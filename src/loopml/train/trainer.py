@@ -69,8 +69,9 @@ def train_model(spec: ProjectSpec, train: pd.DataFrame) -> TrainResult:
     model = make_pipeline(est, numeric, categorical, spec.model.preprocess)
     X = coerce_features(train[features], numeric, categorical)
     y = train[spec.data.target]
-    if y.isna().any():
-        raise DataSourceError(spec.data.source, f"target column '{spec.data.target}' has {int(y.isna().sum())} missing values; drop or fill them")
+    if y.isna().any():  # the pipeline's contract (contract_for) rejects these first, counting every row
+        raise DataSourceError(spec.data.source, f"target column '{spec.data.target}' has {int(y.isna().sum())} missing "
+                              "values in the training split; drop or fill them")
     try:
         model.fit(X, y)
     except ValueError as exc:
