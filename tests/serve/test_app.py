@@ -134,3 +134,98 @@ def test_deadline_header(client):
     assert client.post("/invocations", json=body, headers={"x-loopml-deadline-ms": "5000"}).status_code == 200
     r = client.post("/invocations", json=body, headers={"x-loopml-deadline-ms": "soon"})
     assert r.status_code == 400 and "deadline" in r.json()["error"]
+
+
+# -- a challenger with another feature set is decoded with its own signature (#8) ----------------
+
+WIDE = FEATURES + ["f4"]
+WIDE_SIG = {"inputs": [{"name": f, "type": "double"} for f in WIDE], "outputs": []}
+TOKEN = "adm"
+
+
+@pytest.fixture
+def wide_server(make_server, fake_registry, trained):
+    """'ext': champion v1 on f0..f3, challenger v2 (a real fitted model) on f0..f4."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(300, 5)), columns=WIDE)
+    wide = LogisticRegression().fit(X, (X["f0"] + X["f4"] > 0).astype(int))
+    fake_registry.add("ext", trained["clf"], {"inputs": [{"name": f, "type": "double"} for f in FEATURES]},
+                      "champion")
+    fake_registry.add("ext", wide, WIDE_SIG, "challenger")
+    return make_server(endpoints=("ext",), admin_token=TOKEN), wide
+
+
+def _policy(server, policy):
+    r = httpx.put(server.url + "/admin/models/ext/traffic", json=policy,
+                  headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def _shadow_errors(server) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.url + "/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "loopml_shadow_errors_total" and s.labels.get("model") == "ext")
+
+
+def _oip(row: dict) -> dict:
+    return {"inputs": [{"name": k, "shape": [1], "datatype": "FP64", "data": [v]} for k, v in row.items()]}
+
+
+def test_shadow_with_an_extra_feature_is_decoded_with_its_own_signature(wide_server, workspace):
+    server, wide = wide_server
+    _policy(server, {"kind": "shadow"})
+    full = dict(zip(WIDE, [1.0, 2.0, 3.0, 4.0, -5.0]))
+    for i in range(4):  # both feature sets present: champion answers, the shadow predicts too
+        r = httpx.post(server.url + "/invocations", json={"dataframe_records": [full]},
+                       headers={"x-request-id": f"m{i}"})
+        assert r.status_code == 200 and r.headers["x-loopml-model-version"] == "1"
+        r = httpx.post(server.url + "/v2/models/ext/infer", json=_oip(full), headers={"x-request-id": f"o{i}"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-loopml-model-version"] == "1"
+    # the shadow predictions are logged; none failed
+    server.stop()
+    from loopml.monitor.predlog import read_predictions
+
+    log = read_predictions(workspace.predictions, "ext")
+    shadow = log[log["variant"] == "shadow"]
+    assert len(shadow) == 8 and set(shadow["version"]) == {"2"}
+    want = wide.predict(pd.DataFrame([full], columns=WIDE))[0]
+    assert set(shadow["out.prediction"]) == {want}
+    assert set(shadow["request_id"]) == {f"m{i}" for i in range(4)} | {f"o{i}" for i in range(4)}
+
+
+def test_a_request_without_the_challengers_feature_is_a_shadow_error_not_a_champion_error(wide_server, workspace):
+    from loopml.monitor.predlog import read_predictions
+    from tests.serve.helpers import wait_for
+
+    server, _ = wide_server
+    _policy(server, {"kind": "shadow"})
+    narrow = dict(zip(FEATURES, [1.0, 2.0, 3.0, 4.0]))
+    full = {**narrow, "f4": 0.5}
+    r = httpx.post(server.url + "/invocations", json={"dataframe_records": [narrow]})
+    assert r.status_code == 200
+    assert wait_for(lambda: _shadow_errors(server) == 1)
+    r = httpx.post(server.url + "/invocations", json={"dataframe_records": [full]})
+    assert r.status_code == 200
+    r = httpx.post(server.url + "/v2/models/ext/infer", json=_oip(full))
+    assert r.status_code == 200
+    server.stop()  # waits for the shadow predictions in flight
+    log = read_predictions(workspace.predictions, "ext")
+    assert len(log[log["variant"] == "shadow"]) == 2  # the two full requests reached the shadow
+
+
+def test_canary_challenger_with_an_extra_feature_answers_requests_that_carry_it(wide_server):
+    server, wide = wide_server
+    _policy(server, {"kind": "canary", "weight": 1.0})
+    full = dict(zip(WIDE, [1.0, 2.0, 3.0, 4.0, -5.0]))
+    want = int(wide.predict(pd.DataFrame([full], columns=WIDE))[0])
+    r = httpx.post(server.url + "/v2/models/ext/infer", json=_oip(full))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-loopml-model-version"] == "2" and r.json()["outputs"][0]["data"] == [want]
+    narrow = {k: v for k, v in full.items() if k != "f4"}
+    r = httpx.post(server.url + "/v2/models/ext/infer", json=_oip(narrow))
+    assert r.status_code == 422 and "f4" in r.json()["error"]

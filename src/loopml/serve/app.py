@@ -2,7 +2,10 @@
 
 The hot path (``POST /v2/models/{m}/infer`` and ``POST /invocations``) is plain ASGI:
 read the body, parse it with orjson, decode rows, route to a deployment, await its
-batcher, answer. Every model response carries ``x-loopml-model``,
+batcher, answer. The body is decoded against the signature of the deployment that predicts
+on it: a canary or shadow challenger with other features than the champion gets its own
+columns, so a request carrying both feature sets succeeds for both (a request without the
+challenger's extra feature is a challenger error, not a champion one). Every model response carries ``x-loopml-model``,
 ``x-loopml-model-version``, ``x-loopml-variant`` and ``x-request-id``. Every error is
 ``{"error": "..."}`` with the status of its :class:`~loopml.errors.LoopmlError`.
 
@@ -184,17 +187,23 @@ class ServeApp:
             primary = ep.primary
             if primary is None:
                 ep.route(headers, None)  # raises ModelNotReady
-            req = oip_v2.decode_infer(payload, primary.runtime, self.settings.max_rows, key)
+            req = oip_v2.decode_infer(_oip_payload_for(payload, primary, ep), primary.runtime,
+                                      self.settings.max_rows, key)
             dep, shadow = ep.route(headers, req.first_row)
             if dep is not primary and dep.runtime.inputs != primary.runtime.inputs:
-                req = oip_v2.decode_infer(payload, dep.runtime, self.settings.max_rows, key)
+                req = oip_v2.decode_infer(_oip_payload_for(payload, dep, ep), dep.runtime, self.settings.max_rows, key)
         labels[0], labels[1], labels[2] = ep.name, dep.version, dep.label
         rid = req.id or headers.get("x-request-id") or _new_request_id()
         req.rows.ids = _row_ids(rid, req.rows.n)
         pred = await (dep.predict(req.rows, _deadline(headers)) if self.tracing is None
                       else self.tracing.predict(dep, req.rows, _deadline(headers), rid))
         if shadow is not None:
-            self._shadow(shadow, req.rows)
+            if shadow.runtime.inputs == dep.runtime.inputs:
+                self._shadow(shadow, req.rows)
+            else:  # decoded for the shadow's own signature, off the critical path
+                max_rows = self.settings.max_rows
+                self._shadow(shadow, None, lambda: oip_v2.decode_infer(
+                    _oip_payload_for(payload, shadow, ep), shadow.runtime, max_rows).rows, rid)
         body = dumps(oip_v2.encode_infer(req, pred, dep.runtime, rid))
         return 200, body, JSON, _model_headers(ep.name, dep, rid)
 
@@ -222,7 +231,11 @@ class ServeApp:
         pred = await (dep.predict(rows, _deadline(headers)) if self.tracing is None
                       else self.tracing.predict(dep, rows, _deadline(headers), rid))
         if shadow is not None:
-            self._shadow(shadow, rows)
+            if shadow.runtime.inputs == dep.runtime.inputs:
+                self._shadow(shadow, rows)
+            else:  # decoded for the shadow's own signature, off the critical path
+                max_rows = self.settings.max_rows
+                self._shadow(shadow, None, lambda: mlflow_proto.decode(body, ctype, shadow.runtime, max_rows)[0], rid)
         return 200, dumps(mlflow_proto.encode(pred)), JSON, _model_headers(ep.name, dep, rid)
 
     def _default_endpoint(self, scope, headers):
@@ -242,13 +255,18 @@ class ServeApp:
 
     # -- shadow -------------------------------------------------------------------------------
 
-    def _shadow(self, dep, rows) -> None:
-        task = asyncio.get_running_loop().create_task(self._run_shadow(dep, rows))
+    def _shadow(self, dep, rows, decode=None, rid: str | None = None) -> None:
+        """Predict ``rows`` on the shadow deployment, or what ``decode()`` makes of the request
+        for its own signature (a request the shadow cannot read is a shadow error)."""
+        task = asyncio.get_running_loop().create_task(self._run_shadow(dep, rows, decode, rid))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
-    async def _run_shadow(self, dep, rows) -> None:
+    async def _run_shadow(self, dep, rows, decode=None, rid: str | None = None) -> None:
         try:
+            if decode is not None:
+                rows = decode()
+                rows.ids = _row_ids(rid, rows.n)  # the same request ids: shadow agreement joins on them
             await dep.predict(rows)
         except Exception:  # noqa: BLE001 - a shadow never affects the primary answer
             self.metrics.shadow_errors.labels(dep.name).inc()
@@ -298,6 +316,20 @@ _SIMPLE_ROUTES = {
     "/metrics": ServeApp._metrics,
     "/openapi.json": ServeApp._openapi,
 }
+
+
+def _oip_payload_for(payload: Any, dep, ep) -> Any:
+    """``payload`` without the named tensors that only *another* deployment of ``ep`` reads, so
+    a request carrying a challenger's extra feature still decodes for the champion."""
+    inputs = payload.get("inputs") if isinstance(payload, dict) else None
+    if not isinstance(inputs, list):
+        return payload
+    own = set(dep.runtime.column_names) | {ep.policy.key_column}  # decode_infer handles the sticky key
+    others = {c for d in ep.deployments() if d is not dep for c in d.runtime.column_names} - own
+    if not others:
+        return payload
+    kept = [t for t in inputs if not (isinstance(t, dict) and t.get("name") in others)]
+    return {**payload, "inputs": kept} if kept and len(kept) < len(inputs) else payload
 
 
 def _require(method: str, expected: str, path: str) -> None:
