@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from loopml.config import Workspace
-from loopml.errors import ModelNotFound
+from loopml.errors import ModelNotFound, RegistryUnavailable
 from loopml.registry.client import ModelVersionRef
 from loopml.serve.server import ServerHandle
 from loopml.serve.settings import ServeSettings
@@ -57,13 +57,19 @@ MIXED_SIG = {"inputs": [{"name": "x", "type": "double"}, {"name": "n", "type": "
 
 
 class FakeRegistry:
-    """The part of loopml.registry.client.Registry the server uses, in memory."""
+    """The part of loopml.registry.client.Registry the server uses, in memory.
+
+    ``unavailable = True`` makes every lookup raise RegistryUnavailable, as the real Registry
+    does when the tracking server cannot be asked; ``examples`` holds input examples by
+    (name, version) for the sources that log one."""
 
     def __init__(self) -> None:
         self.versions: dict[str, dict[str, tuple]] = {}
         self.aliases: dict[str, dict[str, str]] = {}
+        self.examples: dict[tuple[str, str], pd.DataFrame] = {}
         self.lock = threading.Lock()
         self.loads = 0
+        self.unavailable = False
 
     def add(self, name: str, model, signature: dict, *aliases: str) -> str:
         with self.lock:
@@ -83,6 +89,8 @@ class FakeRegistry:
             self.aliases.get(name, {}).pop(alias, None)
 
     def resolve(self, name: str, ref: str = "champion") -> ModelVersionRef:
+        if self.unavailable:
+            raise RegistryUnavailable("memory://fake", "told to be unavailable")
         with self.lock:
             version = ref if ref.isdigit() else self.aliases.get(name, {}).get(ref)
             if version is None or version not in self.versions.get(name, {}):
@@ -96,6 +104,9 @@ class FakeRegistry:
 
     def signature(self, ref: ModelVersionRef) -> dict:
         return self.versions[ref.name][ref.version][1]
+
+    def input_example(self, ref: ModelVersionRef):
+        return self.examples.get((ref.name, ref.version))
 
 
 @pytest.fixture(scope="session")

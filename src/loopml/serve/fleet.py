@@ -4,7 +4,11 @@
 now points at another version, hot-swaps: the new version is loaded and warmed in a
 thread beside the old one, the endpoint switches to it in one assignment, and the old
 deployment is retired in the background once its in-flight requests are done. No
-request ever sees a half-loaded model. A poll task runs :meth:`sync_all` every
+request ever sees a half-loaded model, nor an unchecked one: a version whose smoke prediction
+fails (:class:`~loopml.errors.ModelCheckFailed`) is never switched in; the old deployment keeps
+serving, ``last_error`` says why, and the version is not loaded again on every poll. A registry
+that cannot be asked (:class:`~loopml.errors.RegistryUnavailable`) changes nothing either:
+every current deployment, a challenger mid-rollout included, keeps serving. A poll task runs :meth:`sync_all` every
 ``poll_interval_s``; the admin API calls it on demand.
 """
 
@@ -15,7 +19,7 @@ import logging
 from typing import Any
 
 from loopml.config import Workspace
-from loopml.errors import LoopmlError, ModelNotFound
+from loopml.errors import LoopmlError, ModelCheckFailed, ModelNotFound
 from loopml.serve.endpoint import Deployment, Endpoint
 from loopml.serve.policy_store import PolicyFiles
 from loopml.serve.recorder import PredictionRecorder
@@ -43,6 +47,7 @@ class Fleet:
         self._retiring: set[asyncio.Task] = set()
         self.started = False
         self.startup_error: BaseException | None = None
+        self._broken: dict[tuple[str, str], ModelCheckFailed] = {}  # versions that failed their check
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -52,7 +57,14 @@ class Fleet:
 
             self.registry = Registry(self.workspace)
         for spec in self.specs:
-            await self.add(spec)
+            try:
+                await self.add(spec)
+            except ModelCheckFailed as e:
+                # served but not ready: /v2/health/ready says so, and polling picks up a good version
+                ep = self.endpoints.get(spec.name) or Endpoint(spec)
+                ep.last_error = str(e)
+                self.endpoints[spec.name] = ep
+                log.error("%s", e)
         if self.settings.poll_interval_s > 0:
             self._poll_task = asyncio.get_running_loop().create_task(self._poll(), name="loopml-poll")
         self.started = True
@@ -135,7 +147,8 @@ class Fleet:
 
     @property
     def ready(self) -> bool:
-        return self.started and all(ep.ready for ep in self.endpoints.values())
+        """Every configured model loaded and checked; a server serving nothing is not ready."""
+        return self.started and bool(self.endpoints) and all(ep.ready for ep in self.endpoints.values())
 
     # -- syncing with the registry ------------------------------------------------------------
 
@@ -157,7 +170,17 @@ class Fleet:
         return out
 
     async def sync(self, ep: Endpoint) -> None:
-        """Bring ``ep`` to the versions its refs point at now (hot swap when they moved)."""
+        """Bring ``ep`` to the versions its refs point at now (hot swap when they moved).
+
+        All or nothing: if a ref cannot be resolved (registry unavailable) or a new version
+        fails its check, nothing is switched or retired and ``ep.last_error`` says why."""
+        try:
+            await self._sync(ep)
+        except Exception as e:
+            ep.last_error = str(e) if isinstance(e, LoopmlError) else f"{type(e).__name__}: {e}"
+            raise
+
+    async def _sync(self, ep: Endpoint) -> None:
         async with ep.lock:
             primary_ref = await asyncio.to_thread(self.registry.resolve, ep.name, ep.spec.ref)
             existing = ep.deployments()
@@ -191,9 +214,18 @@ class Fleet:
         for d in candidates:
             if d.version == str(ref.version) and not d.retired:
                 return d
+        known = self._broken.get((ref.name, str(ref.version)))
+        if known is not None:
+            raise known  # checked and failed already: do not load it again on every poll
         runtime = ModelRuntime(self.registry, ref, predict_in_thread=self.settings.predict_in_thread,
                                use_compiled=self.settings.compiled)
-        await asyncio.to_thread(runtime.load)
+        try:
+            await asyncio.to_thread(runtime.load)
+        except ModelCheckFailed as e:
+            self._broken[(ref.name, str(ref.version))] = e
+            log.error("%s", e)
+            await asyncio.to_thread(runtime.close)
+            raise
         if self.metrics is not None:
             self.metrics.model_loaded(runtime.name, runtime.version, runtime.load_seconds or 0.0)
         log.info("loaded %s version %s in %.2fs", runtime.name, runtime.version, runtime.load_seconds)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from loopml.errors import InvalidInput
+from loopml.errors import InvalidInput, ModelCheckFailed
 
 # MLflow column type -> (NumPy dtype, OIP datatype)
 COLUMN_TYPES: dict[str, tuple[Any, str]] = {
@@ -151,7 +151,10 @@ class ModelRuntime:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> "ModelRuntime":
-        """Load the native model and signature, then warm it up on a synthetic row."""
+        """Load the native model and signature, then check it: a smoke prediction through the
+        serving path on its input example (else a row built from its signature). Raises
+        :class:`~loopml.errors.ModelCheckFailed` when that fails: a version is never served
+        unchecked."""
         t0 = time.perf_counter()
         self.model = self.source.load_native(self.ref)
         sig = self.source.signature(self.ref) or {}
@@ -181,7 +184,7 @@ class ModelRuntime:
             head = self._head_steps if self._head_steps is not None else ([] if self._head is None else None)
             if head is not None:
                 self.compiled = compile_pipeline(head, self._tail, len(self.inputs))
-        self._warm_up()
+        self.smoke_check()
         self.load_seconds = time.perf_counter() - t0
         return self
 
@@ -212,13 +215,39 @@ class ModelRuntime:
             same = same and fast.proba is not None and np.allclose(slow.proba, fast.proba, rtol=0, atol=1e-12)
         return bool(same)
 
-    def _warm_up(self) -> None:
+    def smoke_rows(self) -> tuple[Rows, str]:
+        """The rows of the smoke prediction and where they come from: the version's logged input
+        example when the source can give it (``source.input_example(ref)``), else one row
+        synthesised from the signature (0, False, "")."""
+        example = None
+        getter = getattr(self.source, "input_example", None)
+        if getter is not None:
+            example = getter(self.ref)
+        if example is not None and len(example):
+            import pandas as pd
+
+            frame = pd.DataFrame(example)
+            missing = [c for c in self.column_names if c not in frame.columns]
+            if not missing:
+                cols = {c: frame[c].tolist() for c in self.column_names}
+                return Rows(cols, len(frame)), "its input example"
         sample = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}
-        row = Rows({c.name: [sample.get(c.type, "")] for c in self.inputs}, 1)
+        return Rows({c.name: [sample.get(c.type, "")] for c in self.inputs}, 1), "a row built from its signature"
+
+    def smoke_check(self) -> None:
+        """Predict on :meth:`smoke_rows` (this also warms the model up); raise ModelCheckFailed
+        if it fails or answers the wrong number of rows."""
         try:
-            self.predict_sync(row)
-        except Exception:  # noqa: BLE001 - a synthetic row may be rejected; real rows decide
-            pass
+            rows, what = self.smoke_rows()
+        except Exception as e:  # noqa: BLE001
+            raise ModelCheckFailed(self.name, self.version, f"no rows to check it with: {type(e).__name__}: {e}") from None
+        try:
+            pred = self.predict_sync(rows)
+            if len(pred.predict) != rows.n:
+                raise ValueError(f"{len(pred.predict)} predictions for {rows.n} rows")
+        except Exception as e:  # noqa: BLE001 - whatever it is, this version cannot serve
+            reason = " ".join(str(e).split())[:300]
+            raise ModelCheckFailed(self.name, self.version, f"smoke prediction on {what} failed: {reason}") from None
 
     @property
     def is_classifier(self) -> bool:
