@@ -128,7 +128,10 @@ class Controller:
     def _tick_recovered(self, failures: int) -> None:
         self.say(f"[controller] recovered after {failures} failed tick(s)")
         self._last_error = None
-        self.store.put(f"controller.error.{self.model}", None)
+        try:
+            self.store.put(f"controller.error.{self.model}", None)
+        except Exception:  # noqa: BLE001 - outside the tick's try: must not end the loop
+            pass
 
     def reload_spec(self) -> bool:
         """Adopt an edited ``loopml.yaml`` once it validates; True when the spec changed.
