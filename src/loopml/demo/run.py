@@ -94,7 +94,7 @@ def fresh_demo_workspace(home: str | Path = DEFAULT_HOME) -> Workspace:
         if marker.is_symlink() or not marker.is_file():
             raise NotADemoWorkspace(str(home), f"it is not empty and not a loopml demo workspace (no {MARKER}); "
                                                "the demo wipes its workspace at each run, so pass a new or "
-                                               "empty folder with --home")
+                                               "empty folder with --home (or delete this one yourself)")
         cwd = Path.cwd().resolve()
         if cwd == home or home in cwd.parents:
             raise NotADemoWorkspace(str(home), "the current folder is inside it; run the demo from elsewhere")
