@@ -75,10 +75,27 @@ def demo(home: Annotated[Optional[Path], typer.Option(
     run_demo(fresh_demo_workspace(home or DEFAULT_HOME), console=console)
 
 
+def _quiet_mlflow() -> None:
+    """A command prints one line per problem; MLflow's INFO logs (schema creation), its
+    warnings and GitPython's probing are noise there. Done at the command's start-up only:
+    the library leaves the process's loggers and warning filters alone."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\..*)?")
+    for name in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    _quiet_mlflow()
     _mount()
     from loopml.errors import LoopmlError
 

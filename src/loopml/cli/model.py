@@ -115,18 +115,24 @@ def evaluate(model: Annotated[str, typer.Argument(help="NAME[@ALIAS|/VERSION] (d
 def promote(name: Annotated[str, typer.Argument(help="Registered model name.")],
             version: Annotated[str, typer.Argument(help="Version number to make champion.")],
             reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")] = "manual promotion",
+            allow_unsafe_pickle: Annotated[bool, typer.Option(
+                "--allow-unsafe-pickle", help="Load a version stored with pickle/cloudpickle, which runs arbitrary "
+                "code; only for a model whose author you trust (also LOOPML_ALLOW_UNSAFE_PICKLE=1).")] = False,
             home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
-    """Make VERSION the champion of NAME."""
+    """Make VERSION the champion of NAME, after loading it and predicting on its input example;
+    a promotion by hand also lifts a rollback's block on VERSION."""
     from loopml.registry.client import Registry
 
-    change = Registry(workspace(home, tracking_uri)).promote(name, version, reason)
+    reg = Registry(workspace(home, tracking_uri), allow_unsafe_pickle=True if allow_unsafe_pickle else None)
+    change = reg.promote(name, version, reason)
     console.print(f"{name}: champion {change.previous or '-'} -> {change.version} (by {change.who})")
 
 
 def rollback(name: Annotated[str, typer.Argument(help="Registered model name.")],
              reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")] = "manual rollback",
              home: HomeOpt = None, tracking_uri: TrackingOpt = None) -> None:
-    """Point NAME's champion back at the previous champion."""
+    """Point NAME's champion back at the previous champion; the version rolled back from is blocked
+    from automatic rollout until promoted by hand."""
     from loopml.registry.client import Registry
 
     change = Registry(workspace(home, tracking_uri)).rollback(name, reason)

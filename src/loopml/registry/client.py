@@ -315,11 +315,13 @@ class Registry:
 
             uri = self.workspace.tracking_uri
             self.workspace.init()
-            client = _GuardedClient(MlflowClient(tracking_uri=uri, registry_uri=uri), self._guard)
-            if uri.startswith("sqlite:"):
-                # MLflow creates its schema on a store's first use; two processes doing it at once
-                # on a new workspace collide, so the first use happens under the workspace lock.
-                with self.workspace.lock():
+            # MLflow creates its schema when a SQL store is first built (in the constructor) or
+            # used; two processes doing it at once on a new workspace collide, so both happen
+            # under the workspace lock.
+            with self.workspace.lock() if uri.startswith("sqlite:") else contextlib.nullcontext():
+                with self._guard():
+                    client = _GuardedClient(MlflowClient(tracking_uri=uri, registry_uri=uri), self._guard)
+                if uri.startswith("sqlite:"):
                     client.search_experiments(max_results=1)
                     client.search_registered_models(max_results=1)
             self._client = client
