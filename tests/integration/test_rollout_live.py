@@ -63,7 +63,9 @@ def _features(project, spec):
     return df, spec.feature_columns(list(df.columns))
 
 
-def test_raising_challenger_rolled_back_during_shadow(live):
+def test_raising_challenger_refused_by_the_servers_check_and_rolled_back(live):
+    """A challenger that raises on every prediction fails the server's smoke check when it is
+    loaded for the shadow step: it never sees a request; the rollout rolls back and blocks it."""
     ws, project, server = live
     spec = _spec(project, "tests.loop.faulty.FaultyClassifier", {"fault": "errors"})
     store = StateStore(ws.state_db)
@@ -72,16 +74,18 @@ def test_raising_challenger_rolled_back_during_shadow(live):
     df, feats = _features(project, spec)
     with Traffic(server.url, df, feats, workers=3) as traffic:
         rollout = _drive(ctl, store, spec.name)
-    assert rollout.status == "rolled_back" and rollout.step == 0  # caught in shadow
-    assert "error rate" in rollout.decisions[-1]["reasons"][0]
+    assert rollout.status == "rolled_back" and rollout.step == 0  # before any traffic reached it
+    assert "failed its check" in rollout.decisions[-1]["reasons"][0]
     reg = Registry(ws)
     assert reg.resolve(spec.name).version == "1"
-    assert reg.resolve(spec.name, rollout.challenger).tags["loopml.rollout"] == "rolled_back"
+    challenger = reg.resolve(spec.name, rollout.challenger)
+    assert challenger.tags["loopml.rollout"] == "rolled_back" and challenger.blocked
     # no client ever got an answer from the challenger, and none failed
     assert set(traffic.counts) == {"1"} and traffic.errors == 0
     events = [c for c in audit.read(ws.audit_log, spec.name) if c.action == "rollout-rollback"]
-    assert events and events[-1].evidence["shadow_errors"] >= 10
-    assert ServerClient(server.url, TOKEN).describe(spec.name)["policy"]["kind"] == "single"
+    assert events and "injected failure" in events[-1].why
+    described = ServerClient(server.url, TOKEN).describe(spec.name)
+    assert described["policy"]["kind"] == "single" and described["challenger"] is None
 
 
 def test_slow_challenger_rolled_back_at_canary_seen_only_by_its_share(live):

@@ -290,3 +290,36 @@ def test_a_version_rolled_back_by_hand_is_not_rolled_out_again_by_a_retrain(regi
     done = store.trigger(trig.id)
     assert done.status == "done" and "blocked" in done.result
     assert any("blocked" in m for m in said)
+
+
+class RefusingServer(FakeServer):
+    """A server whose smoke check of the challenger failed: it answers 422 to the traffic change."""
+
+    def set_policy(self, model, policy):
+        from loopml.loop.admin_client import ServerRefused
+
+        self.calls.append(("policy", model, policy))
+        if policy["kind"] != "single":
+            raise ServerRefused(f"PUT /admin/models/{model}/traffic -> 422: model '{model}' version "
+                                f"{policy['challenger']} failed its check", 422)
+
+
+def test_a_challenger_the_server_refuses_is_rolled_back_and_blocked_not_retried_forever(registered_model, project,
+                                                                                         monkeypatch):
+    ws, name = registered_model
+    edit_spec(project, quiet_triggers)
+    spec = load_spec(project)
+    spec.rollout.latency_budget_ms = None
+    said: list[str] = []
+    ctl = Controller(spec, ws, RefusingServer(), project_dir=project, say=said.append)
+    v2 = _second_version(ctl.registry, name)
+    _fake_pipeline(monkeypatch, v2)
+    store = StateStore(ws.state_db)
+    store.add_trigger(name, "manual", "by hand")
+    ctl.tick()
+    rollout = store.rollouts(name, limit=1)[0]
+    assert rollout.status == "rolled_back" and "failed its check" in rollout.decisions[-1]["reasons"][0]
+    assert ctl.server.calls[-1][2] == {"kind": "single"}
+    assert ctl.registry.resolve(name, v2).blocked and ctl.registry.resolve(name).version == "1"
+    ctl.tick()  # nothing left to do: no retry of the refused step
+    assert store.active_rollout(name) is None

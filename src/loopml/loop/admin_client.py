@@ -7,6 +7,15 @@ from typing import Any
 from loopml.errors import ServeError
 
 
+class ServerRefused(ServeError):
+    """The server answered with an error status (``status``); 422 on a traffic change means it
+    refused to deploy the challenger (it failed its check there)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ServerClient:
     """Talks to one server over HTTP. Every call is idempotent, so a resumed controller can repeat it."""
 
@@ -28,7 +37,7 @@ class ServerClient:
                 msg = r.json().get("error", r.text)
             except ValueError:
                 msg = r.text
-            raise ServeError(f"{method} {path} -> {r.status_code}: {msg}")
+            raise ServerRefused(f"{method} {path} -> {r.status_code}: {msg}", r.status_code)
         return r.json() if r.content else None
 
     def healthy(self) -> bool:

@@ -29,7 +29,7 @@ from typing import Callable
 from loopml.config import Workspace
 from loopml.errors import LoopmlError, ModelCheckFailed, SpecError
 from loopml.loop import signals
-from loopml.loop.admin_client import ServerClient
+from loopml.loop.admin_client import ServerClient, ServerRefused
 from loopml.loop.latency import latency_verdict
 from loopml.loop.rollout import ADVANCE, HOLD, ROLLBACK, decide_step, policy_for, step_label
 from loopml.loop.state import Rollout, StaleRollout, StateStore
@@ -388,7 +388,22 @@ class Controller:
     # -- rollout ----------------------------------------------------------------------------
     def _apply_step(self, rollout: Rollout) -> None:
         step = self.spec.rollout.steps[min(rollout.step, len(self.spec.rollout.steps) - 1)]
-        self.server.set_policy(self.model, policy_for(step, rollout.challenger))
+        try:
+            self.server.set_policy(self.model, policy_for(step, rollout.challenger))
+        except ServerRefused as exc:
+            if exc.status != 422:
+                raise  # unreachable or 5xx: the tick fails and is retried; the rollout waits
+            # the server loaded the challenger and it failed its smoke prediction there: it
+            # never serves, so the rollout cannot go on (retrying would fail forever)
+            from loopml.loop.rollout import StepDecision
+
+            decision = StepDecision(ROLLBACK, [f"the server refused v{rollout.challenger}: {exc}"],
+                                    {"step": step_label(step)})
+            self._record(rollout, "rollout-rollback", decision)
+            rollout = self._transition(rollout, rollout.status, decision, status="rolling_back")
+            self.say(f"[rollout] ROLLBACK at {step_label(step)}: the server refused v{rollout.challenger}: {exc}")
+            self._finish_rollback(rollout)
+            return
         if not rollout.baseline:
             baseline = signals.scrape(self.server.metrics_text(), self.model)
             self.store.update_rollout(rollout, baseline=baseline)
