@@ -116,7 +116,7 @@ def _reason(exc: BaseException) -> str:
     if code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or " 401 " in text or " 403 " in text:
         return f"access denied ({code or 'HTTP 401/403'}); check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD"
     if "Connection refused" in text or "Failed to establish a new connection" in text:
-        return "connection refused (is the tracking server running?)"
+        return "connection refused"
     if "timeout" in text.lower() or "timed out" in text.lower():
         return "no answer within the time-out (MLFLOW_HTTP_REQUEST_TIMEOUT)"
     if "too many" in text and "error responses" in text:
