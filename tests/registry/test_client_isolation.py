@@ -25,7 +25,10 @@ def _train_and_register(reg: Registry, name: str, tag: str) -> str:
     return ref.version
 
 
-def test_two_registries_in_one_process_stay_apart(tmp_path):
+def test_two_registries_in_one_process_stay_apart(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # MLflow's default store is ./mlflow.db: nothing may fall back to it
     uri_before = mlflow.get_tracking_uri()
     registry_before = mlflow.get_registry_uri()
     env_before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
@@ -64,6 +67,7 @@ def test_two_registries_in_one_process_stay_apart(tmp_path):
     assert {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")} == env_before
     assert logging.getLogger("mlflow").level == mlflow_level
     assert _mlflow_filters() == filters_before  # (other libraries add their own on import)
+    assert list(cwd.iterdir()) == []
 
 
 def _mlflow_filters() -> list:
