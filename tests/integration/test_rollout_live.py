@@ -88,6 +88,27 @@ def test_raising_challenger_refused_by_the_servers_check_and_rolled_back(live):
     assert described["policy"]["kind"] == "single" and described["challenger"] is None
 
 
+def test_challenger_that_breaks_on_live_traffic_rolled_back_during_shadow(live):
+    """A challenger that passes the server's smoke check and then raises on live traffic is
+    rolled back in the shadow step on its error rate: no client ever sees one of its answers."""
+    ws, project, server = live
+    steps = [RolloutStep(kind="shadow", min_requests=200), RolloutStep(kind="canary", weight=0.5)]
+    spec = _spec(project, "tests.loop.faulty.FaultyClassifier", {"fault": "errors_after", "healthy_calls": 8},
+                 steps=steps)
+    store = StateStore(ws.state_db)
+    ctl = Controller(spec, ws, ServerClient(server.url, TOKEN), project_dir=project, say=print)
+    store.add_trigger(spec.name, "manual", "test")
+    df, feats = _features(project, spec)
+    with Traffic(server.url, df, feats, workers=3) as traffic:
+        rollout = _drive(ctl, store, spec.name)
+    assert rollout.status == "rolled_back" and rollout.step == 0
+    reasons = " ".join(rollout.decisions[-1]["reasons"])
+    assert "error" in reasons.lower() and "failed its check" not in reasons, reasons
+    reg = Registry(ws)
+    assert reg.resolve(spec.name).version == "1" and reg.resolve(spec.name, rollout.challenger).blocked
+    assert set(traffic.counts) == {"1"} and traffic.errors == 0  # shadow answers never reach a client
+
+
 def test_slow_challenger_rolled_back_at_canary_seen_only_by_its_share(live):
     ws, project, server = live
     steps = [RolloutStep(kind="canary", weight=0.1, min_requests=20), RolloutStep(kind="canary", weight=0.5)]

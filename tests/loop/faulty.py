@@ -2,7 +2,10 @@
 
 It trains and predicts like any scikit-learn classifier, so it passes the offline gate; only
 in a process where ``LOOPML_TEST_FAULT=1`` (the server the test starts) does it raise on
-every prediction (``fault="errors"``) or sleep before answering (``fault="slow"``).
+every prediction (``fault="errors"``), sleep before answering (``fault="slow"``), or answer
+its first ``healthy_calls`` predict calls and raise on every later one
+(``fault="errors_after"``: a model that passes the server's load-time smoke check and then
+breaks on live traffic).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 
 class FaultyClassifier(ClassifierMixin, BaseEstimator):
-    def __init__(self, fault: str = "errors", delay_ms: float = 300.0, max_iter: int = 100) -> None:
+    def __init__(self, fault: str = "errors", delay_ms: float = 300.0, max_iter: int = 100,
+                 healthy_calls: int = 8) -> None:
         self.fault = fault
         self.delay_ms = delay_ms
         self.max_iter = max_iter
+        self.healthy_calls = healthy_calls
 
     def fit(self, X, y):
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -31,6 +36,12 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
             return
         if self.fault == "errors":
             raise RuntimeError("injected failure")
+        if self.fault == "errors_after":
+            calls = self.__dict__.get("_calls", 0) + 1  # per process: not a fitted attribute
+            self.__dict__["_calls"] = calls
+            if calls > self.healthy_calls:
+                raise RuntimeError("injected failure on live traffic")
+            return
         time.sleep(self.delay_ms / 1000.0)
 
     def predict_proba(self, X):
