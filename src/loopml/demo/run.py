@@ -154,7 +154,8 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
 
     console.rule("[bold]3. serve the champion; start the controller")
     token = admin_token(workspace)
-    server = ServerProcess(workspace, [f"{spec.name}@champion"], poll_interval=1.0, token=token).start()
+    server = ServerProcess(workspace, [f"{spec.name}@champion"], poll_interval=1.0, token=token,
+                           project=project).start()  # the spec's serving section (batching) applies
     console.log(f"serving {spec.name}@champion at {server.url}")
     decisions: list[str] = []
 
