@@ -117,3 +117,18 @@ def test_rollback_blocks_the_version_and_a_hand_promotion_unblocks_it(workspace)
     assert reg.resolve("m", v1).blocked == "automatic rollback: error rate"
     reg.unblock("m", v1)
     assert reg.resolve("m", v1).blocked is None
+
+
+def test_input_example_is_the_logged_one_and_the_server_smoke_predicts_on_it(workspace):
+    from loopml.serve.runtime import ModelRuntime
+
+    X, _ = frame(5)
+    with_example, _ = register_raw(workspace, "ex", fitted(), input_example=X)
+    without, _ = register_raw(workspace, "ex", fitted())
+    reg = Registry(workspace)
+    got = reg.input_example(reg.resolve("ex", with_example))
+    pd.testing.assert_frame_equal(pd.DataFrame(got).reset_index(drop=True), X, check_dtype=False)
+    assert reg.input_example(reg.resolve("ex", without)) is None
+    runtime = ModelRuntime(reg, reg.resolve("ex", with_example)).load()
+    rows, what = runtime.smoke_rows()
+    assert what == "its input example" and rows.n == 5

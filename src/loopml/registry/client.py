@@ -503,6 +503,19 @@ class Registry:
             raise ModelCheckFailed(ref.name, str(ref.version), reason) from None
         self._checked.add(key)
 
+    def input_example(self, ref: ModelVersionRef) -> Any:
+        """The version's logged input example (a DataFrame for loopml's own models), or None
+        when it has none. The server smoke-predicts on it before switching the version in."""
+        from mlflow.models import Model
+
+        with tempfile.TemporaryDirectory(prefix="loopml-example-") as tmp:
+            meta = Model.load(self._download(ref, tmp, "MLmodel"))
+            info = meta.saved_input_example_info
+            if not info or not info.get("artifact_path"):
+                return None
+            self._download(ref, tmp, info["artifact_path"])
+            return meta.load_input_example(tmp)
+
     def signature(self, ref: ModelVersionRef) -> dict[str, Any]:
         import json
 
