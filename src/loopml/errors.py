@@ -279,3 +279,27 @@ class NotADemoWorkspace(LoopmlError):
     def __init__(self, path: str, why: str) -> None:
         self.path = path
         super().__init__(f"refusing to run the demo in {path}: {why}")
+
+class ControllerRunning(LoopmlError):
+    """Another ``loopml up`` already runs the loop for this workspace (one controller per project)."""
+
+    http_status = 409
+
+    def __init__(self, lock_path: str, pid: int | None, started_at: str | None, project: str | None) -> None:
+        self.lock_path, self.pid, self.started_at, self.project = lock_path, pid, started_at, project
+        who = f"pid {pid}" if pid else "pid unknown"
+        when = f", started at {started_at}" if started_at else ""
+        where = f", project {project}" if project else ""
+        stop = f"stop it first (Ctrl-C in its terminal, or 'kill {pid}')" if pid else f"stop it first (lock {lock_path})"
+        super().__init__(f"another 'loopml up' is already running for this workspace ({who}{when}{where}); {stop}")
+
+
+class WorkersLagging(LoopmlError):
+    """An admin change was applied by this worker but not yet by every sibling worker."""
+
+    http_status = 503
+
+    def __init__(self, applied: int, total: int, timeout_s: float) -> None:
+        self.applied, self.total = applied, total
+        super().__init__(f"the change was applied by {applied} of {total} workers within {timeout_s:g} s; "
+                         "the others apply it when they can; retry to check")
