@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from loopml.errors import MonitorError
+from loopml.monitor.logread import log_files
 
 CLASSIFICATION = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 REGRESSION = ("mae", "rmse", "r2")
@@ -57,7 +58,7 @@ def check_join_key(predictions_root: str | Path, model: str, id_column: str = "r
     model has no log, or no input column ``id_column`` was logged with its predictions."""
     import duckdb
 
-    preds = sorted(str(p) for p in (Path(predictions_root) / model).glob("part-*.parquet"))
+    preds = log_files(predictions_root, model)  # fresh parts and compacted hours
     if not preds:
         raise MonitorError(f"no predictions logged for model '{model}' (log: {Path(predictions_root) / model}); "
                            "labels are joined to logged predictions, so serve the model first")
@@ -82,7 +83,7 @@ def read_labelled(predictions_root: str | Path, labels_root: str | Path, model: 
     """Logged predictions that have a label, with a ``label`` column; DuckDB does the join."""
     import duckdb
 
-    preds = sorted(str(p) for p in (Path(predictions_root) / model).glob("part-*.parquet"))
+    preds = log_files(predictions_root, model)  # fresh parts and compacted hours
     labs = sorted(str(p) for p in Path(labels_root).glob("part-*.parquet"))
     if not preds or not labs:
         return pd.DataFrame(columns=["request_id", "ts", "version", "variant", "label"])

@@ -1,10 +1,18 @@
 """The prediction log: append-only Parquet part files, written off the hot path.
 
-Layout: ``<root>/<model>/part-<epoch_ms>-<seq>-<uuid>.parquet``. One row per prediction
-with columns ``request_id, ts (UTC timestamp), model, version, variant``, then one
-``in.<feature>`` column per input and one ``out.<name>`` column per output. Each part
+Layout: ``<root>/<model>/part-<min_ms>-<max_ms>-<rows>-<id>.parquet`` (see
+:mod:`loopml.monitor.logfiles`; compaction folds parts into hour folders). One row per
+prediction with columns ``request_id, ts (UTC timestamp), model, version, variant``, then
+one ``in.<feature>`` column per input and one ``out.<name>`` column per output. Each part
 file is written to a temporary name, fsynced, and renamed, so a reader never sees a
 half-written file and nothing acknowledged by :meth:`PredictionLogWriter.close` is lost.
+
+Two durability modes. Buffered (the default, ``async`` in the spec): rows wait in memory up
+to ``flush_interval_s``, so a crash loses what :attr:`PredictionLogWriter.pending` counted.
+``acknowledged``: every append wakes the writer, which writes everything queued as one part
+and fsyncs it (a group commit: the appends that arrived during the previous commit share the
+next one); :attr:`PredictionLogWriter.durable_seq` says how far that got, so the server can
+answer a request only once its rows are on disk.
 
 The server appends columns (:meth:`PredictionLogWriter.append_columns`): the arrays it
 already has are kept by reference and only concatenated, once per column, when the
@@ -13,14 +21,16 @@ writer thread flushes, so logging costs a few microseconds per batch, not per ro
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
+from collections import deque
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from loopml.monitor.logfiles import PART_PREFIX, file_name, ts_range_ms, write_atomic
+from loopml.monitor.logread import log_files, read_predictions  # noqa: F401 - the public read API
 
 IN_PREFIX = "in."
 OUT_PREFIX = "out."
@@ -56,31 +66,9 @@ def write_part(folder: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def write_table_part(folder: Path, table) -> Path:
-    """Write a PyArrow table as one Parquet part file: temp name, fsync, rename, fsync the folder."""
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"part-{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    with open(tmp, "wb") as fh:
-        pq.write_table(table, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    final = folder / name
-    os.rename(tmp, final)
-    _fsync_dir(folder)
-    return final
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write a PyArrow table as one part file (temp name, fsync, rename, fsync the folder), named
+    after its rows' time range and count so that window reads prune by name."""
+    return write_atomic(folder, file_name(PART_PREFIX, *ts_range_ms(table), table.num_rows), table)
 
 
 # -- columnar chunks ------------------------------------------------------------------------------
@@ -217,21 +205,33 @@ class PredictionLogWriter:
     Two ways in, both non-blocking: :meth:`append_columns` (columnar, what the server uses)
     and :meth:`append` (row records). Neither converts anything: the caller's arrays are
     kept as they are until the writer thread flushes, every ``flush_interval_s`` or once
-    ``flush_rows`` rows wait. When ``max_queue_rows`` rows already wait, the new rows are
-    counted in ``dropped`` and the call returns False.
+    ``flush_rows`` rows wait, or at once with ``acknowledged``. When ``max_queue_rows`` rows
+    already wait, the new rows are counted in ``dropped`` and the call returns False.
+
+    Every append call takes the next sequence number (:attr:`seq`); after each flush
+    :attr:`durable_seq` is the last one it covered and ``on_commit(durable_seq)`` is called
+    from the writer thread. Appends that were refused or whose flush failed are remembered
+    as failed ranges (:meth:`failed_between`), so a waiter can tell its rows were lost.
     """
 
     def __init__(self, root: str | Path, model: str, *, flush_rows: int = 1000,
-                 flush_interval_s: float = 1.0, max_queue_rows: int = 200_000) -> None:
+                 flush_interval_s: float = 1.0, max_queue_rows: int = 200_000,
+                 acknowledged: bool = False, on_commit: Callable[[int], None] | None = None) -> None:
         self.root = Path(root)
         self.model = model
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self.max_queue_rows = max_queue_rows
+        self.acknowledged = acknowledged
+        self.on_commit = on_commit
         self.dropped = 0
         self.written = 0
         self.failed = 0
+        self.commits = 0
         self.last_write_ts: float | None = None
+        self.seq = 0  # append calls so far (accepted or refused)
+        self.durable_seq = 0  # every append up to here is on disk, or in a failed range
+        self._failed: deque[tuple[int, int]] = deque(maxlen=10_000)  # (lo, hi]: appends lost
         self._buf: list[Chunk] = []
         self._queued_rows = 0
         self._lock = threading.Lock()
@@ -245,7 +245,7 @@ class PredictionLogWriter:
 
     @property
     def pending(self) -> int:
-        """Rows accepted but not yet in a part file."""
+        """Rows accepted but not yet durable: what a crash now would lose."""
         return self._queued_rows
 
     def start(self) -> "PredictionLogWriter":
@@ -275,13 +275,15 @@ class PredictionLogWriter:
                 raise ValueError(f"an input block must be an (n, k) array with n={n}, k={len(names)}")
         chunk = _chunk(meta, inputs, outputs, n)
         with self._lock:
+            self.seq += 1
             if self._queued_rows + n > self.max_queue_rows:
                 self.dropped += n
+                self._failed.append((self.seq - 1, self.seq))
                 return False
             self._queued_rows += n
             self._buf.append(chunk)
-            full = self._queued_rows >= self.flush_rows
-        if full:
+            wake = self.acknowledged or self._queued_rows >= self.flush_rows
+        if wake:
             self._wake.set()
         return True
 
@@ -290,6 +292,10 @@ class PredictionLogWriter:
         if not records:
             return True
         return self.append_columns(*records_to_columns(records))
+
+    def failed_between(self, lo: int, hi: int) -> bool:
+        """True when an append numbered in ``(lo, hi]`` was refused or its flush failed."""
+        return any(a < hi and b > lo for a, b in list(self._failed))
 
     def close(self) -> None:
         """Write everything queued (fsynced), then stop the thread."""
@@ -305,63 +311,34 @@ class PredictionLogWriter:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             stop = self._stop
-            with self._lock:
-                buf, self._buf = self._buf, []
-            if buf:
-                self._flush(buf)
+            self._flush_queued()
             if stop:
-                with self._lock:
-                    rest, self._buf = self._buf, []
-                if rest:
-                    self._flush(rest)
+                self._flush_queued()
                 return
 
-    def _flush(self, buf: list[Chunk]) -> None:
-        n = sum(c[3] for c in buf)
-        try:
-            write_table_part(self.folder, build_table(buf))
-            self.written += n
-            self.last_write_ts = time.time()
-        except Exception:  # noqa: BLE001 - a failed write must not kill the server; count it
-            self.dropped += n
-            self.failed += 1
-        finally:
-            with self._lock:
-                self._queued_rows -= n
-
-
-def read_predictions(root: str | Path, model: str, *, since: float | None = None,
-                     until: float | None = None, limit: int | None = None,
-                     last: int | None = None):
-    """Read the log of one model as a DataFrame, via DuckDB (only the asked window is loaded).
-
-    ``since``/``until`` are epoch seconds; ``last`` keeps the most recent N rows.
-    """
-    import duckdb
-    import pandas as pd
-
-    folder = Path(root) / model
-    files = sorted(str(p) for p in folder.glob("part-*.parquet")) if folder.exists() else []
-    if not files:
-        return pd.DataFrame(columns=list(META_COLUMNS))
-    where, params = [], []
-    if since is not None:
-        where.append("CAST(ts AS TIMESTAMPTZ) >= to_timestamp(?)")  # ts may be TIMESTAMPTZ_NS
-        params.append(float(since))
-    if until is not None:
-        where.append("CAST(ts AS TIMESTAMPTZ) < to_timestamp(?)")
-        params.append(float(until))
-    sql = "SELECT * FROM read_parquet(?, union_by_name=true)"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    if last is not None:
-        sql = f"SELECT * FROM ({sql} ORDER BY ts DESC LIMIT {int(last)}) ORDER BY ts"
-    else:
-        sql += " ORDER BY ts"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-    con = duckdb.connect()
-    try:
-        return con.execute(sql, [files, *params]).df()
-    finally:
-        con.close()
+    def _flush_queued(self) -> None:
+        with self._lock:
+            buf, self._buf = self._buf, []
+            upto = self.seq
+        lo = self.durable_seq
+        if buf:
+            n = sum(c[3] for c in buf)
+            try:
+                write_table_part(self.folder, build_table(buf))
+                self.written += n
+                self.commits += 1
+                self.last_write_ts = time.time()
+            except Exception:  # noqa: BLE001 - a failed write must not kill the server; count it
+                self.dropped += n
+                self.failed += 1
+                self._failed.append((lo, upto))
+            finally:
+                with self._lock:
+                    self._queued_rows -= n
+        if upto != lo:
+            self.durable_seq = upto
+            if self.on_commit is not None:
+                try:
+                    self.on_commit(upto)
+                except Exception:  # noqa: BLE001 - a waiter's problem must not stop the writer
+                    pass

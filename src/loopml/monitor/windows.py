@@ -75,8 +75,9 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 
 def _files(root: str | Path, model: str) -> list[str]:
-    folder = Path(root) / model
-    return sorted(str(p) for p in folder.glob("part-*.parquet")) if folder.exists() else []
+    from loopml.monitor.logread import log_files
+
+    return log_files(root, model)  # fresh parts and compacted hours, each row once
 
 
 def log_extent(root: str | Path, model: str) -> tuple[float | None, float | None, int]:
