@@ -29,6 +29,9 @@ def _mount() -> None:
 
     model_cli.register(app)
     loop_cli.register(app)
+    from loopml.cli.predict import predict as predict_cmd
+
+    app.command("predict")(predict_cmd)
     for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor")):
         try:
             sub = __import__(module, fromlist=["app"])
