@@ -303,3 +303,15 @@ class WorkersLagging(LoopmlError):
         self.applied, self.total = applied, total
         super().__init__(f"the change was applied by {applied} of {total} workers within {timeout_s:g} s; "
                          "the others apply it when they can; retry to check")
+
+
+class PredictionNotLogged(LoopmlError):
+    """Acknowledged prediction log: the answer's rows could not be made durable, so no answer."""
+
+    http_status = 503
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(f"model '{model}': the prediction could not be written to the prediction log "
+                         "(acknowledged mode answers only logged predictions: the log queue is full or the "
+                         "disk refused the write); retry the request")

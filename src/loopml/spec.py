@@ -60,17 +60,78 @@ class ContractSpec(_Strict):
     _target: str | None = PrivateAttr(None)  # set by loopml.data.contract.contract_for, never from YAML
 
 
+class EarlyStoppingSpec(_Strict):
+    """``model.early_stopping`` (torch): stop when the validation loss has not improved by
+    ``min_delta`` for ``patience`` epochs; ``validation_fraction`` of the training split is held
+    out for it (seeded by data.split.seed)."""
+
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+
+
+TORCH_MLP = "loopml.train.mlp:TabularMLP"
+# model fields that only a torch model takes (an sklearn estimator has its own in params)
+TORCH_FIELDS = ("module", "loss", "optimizer", "lr", "weight_decay", "epochs", "batch_size", "early_stopping")
+
+
 class ModelSpec(_Strict):
-    estimator: str
+    """``model``: ``kind: sklearn`` (default) fits ``estimator`` (an import path) with ``params``;
+    ``kind: torch`` trains ``module`` ("package.module:Class", built as
+    ``Class(in_features, out_features, **params)``; default loopml's MLP) with the loss,
+    optimiser, epochs, batch size and early stopping below."""
+
+    kind: Literal["sklearn", "torch"] = "sklearn"
+    estimator: str | None = None
+    module: str | None = None
     params: dict[str, Any] = {}
     preprocess: Literal["auto", "none"] = "auto"
+    loss: Literal["auto", "cross_entropy", "mse", "huber"] = "auto"  # auto: cross_entropy / mse by task
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    early_stopping: EarlyStoppingSpec | None = EarlyStoppingSpec()
 
     @field_validator("estimator")
     @classmethod
-    def _dotted(cls, v: str) -> str:
-        if "." not in v:
+    def _dotted(cls, v: str | None) -> str | None:
+        if v is not None and "." not in v:
             raise ValueError(f"expected an import path like 'sklearn.linear_model.LogisticRegression', got '{v}'")
         return v
+
+    @field_validator("module")
+    @classmethod
+    def _colon_path(cls, v: str | None) -> str | None:
+        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+            raise ValueError(f"expected 'package.module:ClassName' (an nn.Module), got '{v}'")
+        return v
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> "ModelSpec":
+        if self.kind == "sklearn":
+            if self.estimator is None:
+                raise ValueError("model.estimator: required for an sklearn model (an import path like "
+                                 "'sklearn.linear_model.LogisticRegression'), or set model.kind: torch")
+            extra = [f for f in TORCH_FIELDS if f in self.model_fields_set]
+            if extra:
+                raise ValueError(f"model.{extra[0]}: only a torch model takes it (set model.kind: torch), "
+                                 "or put the estimator's own setting under model.params")
+        else:
+            if self.estimator is not None:
+                raise ValueError("model.estimator: a torch model names its network in model.module "
+                                 "('package.module:ClassName'), not an estimator")
+            if self.preprocess == "none":
+                raise ValueError("model.preprocess: a torch model always imputes, scales and one-hot encodes "
+                                 "its inputs; remove 'none'")
+            self.module = self.module or TORCH_MLP
+        return self
+
+    @property
+    def ref(self) -> str:
+        """What is trained: the estimator's or the module's import path."""
+        return (self.estimator if self.kind == "sklearn" else self.module) or ""
 
 
 class EvaluationSpec(_Strict):
@@ -96,6 +157,16 @@ class ServingSpec(_Strict):
     max_delay_ms: float = Field(1.0, ge=0)  # the value docs/benchmarks.md measured
     workers: int = Field(1, ge=1)
     allow_unsafe_pickle: bool = False
+    # Admission, limits and timeouts: docs/reliability.md says why each default (issue #9).
+    max_queue_rows: int = Field(4096, ge=1)  # rows waiting in one model's batching queue
+    max_inflight: int = Field(256, ge=0)  # requests admitted per model at once (0: no bound)
+    deadline_ms: float = Field(15000.0, ge=0)  # per request unless x-loopml-deadline-ms (0: none)
+    max_connections: int = Field(2048, ge=1)  # open connections per process
+    max_header_bytes: int = Field(32768, ge=1024)  # request line + headers (431 past it)
+    header_timeout_s: float = Field(10.0, gt=0)  # to receive a request's headers (408)
+    body_timeout_s: float = Field(30.0, gt=0)  # to receive its body after the headers (408)
+    keepalive_timeout_s: float = Field(75.0, gt=0)  # idle keep-alive connection closed after
+    max_request_id: int = Field(128, ge=1)  # characters of x-request-id / OIP id (400 past it)
 
     @field_validator("port")
     @classmethod
@@ -217,6 +288,82 @@ class RetrainSpec(_Strict):
     max_rows: int | None = Field(None, ge=1)
 
 
+class TrainingSpec(_Strict):
+    """``training``: where the model is fitted. ``backend: local`` fits in-process; ``ray`` hands
+    the fit to Ray (a torch model to Ray Train's TorchTrainer with ``workers`` DDP workers over
+    gloo, checkpointing every ``checkpoint_every`` epochs and restarting up to ``max_failures``
+    times from the last checkpoint; an sklearn estimator to one Ray task). ``ray_address``
+    (else ``LOOPML_RAY_ADDRESS``) names a running cluster; with neither loopml starts a local
+    Ray on this machine's cores and stops it after."""
+
+    backend: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=-1)  # -1: retry without limit (Ray's convention)
+    checkpoint_every: int = Field(1, ge=1)
+    ray_address: str | None = None
+
+
+class SearchDimension(_Strict):
+    """One dimension of ``tuning.search_space``: exactly one of uniform/loguniform/randint
+    ([low, high]) or choice ([values])."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SearchDimension":
+        given = [k for k in ("uniform", "loguniform", "randint", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of uniform, loguniform, randint ([low, high]) or choice ([values])")
+        low_high = getattr(self, given[0])
+        if given[0] != "choice" and not low_high[0] < low_high[1]:
+            raise ValueError(f"{given[0]}: low must be below high, got {list(low_high)}")
+        if given[0] == "loguniform" and low_high[0] <= 0:
+            raise ValueError("loguniform: low must be above 0")
+        if given[0] == "choice" and not low_high:
+            raise ValueError("choice: give at least one value")
+        return self
+
+
+# what a search_space key may name besides params.<name> (torch models only)
+TUNABLE_TORCH = ("lr", "weight_decay", "batch_size", "epochs")
+
+
+class TuningSpec(_Strict):
+    """``tuning``: a Ray Tune search run by ``loopml tune``. Keys of ``search_space`` are
+    ``params.<name>`` (the estimator's or module's parameter) or, for torch, one of lr,
+    weight_decay, batch_size, epochs. Each trial is scored on a validation split of the training
+    split (never the holdout the gate uses) by ``metric`` (default: evaluation.primary_metric);
+    the best configuration is retrained and gated like any challenger."""
+
+    search_space: dict[str, SearchDimension] = {}
+    num_samples: int = Field(8, ge=1)
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None  # default: the metric's direction
+    scheduler: Literal["asha", "none"] = "asha"
+    max_concurrent: int = Field(2, ge=1)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+def _tuning_problems(spec: "ProjectSpec") -> list[str | None]:
+    t = spec.tuning
+    problems: list[str | None] = []
+    if t.metric is not None:
+        problems.append(_metric_problem("tuning.metric", t.metric, spec.task))
+    for key in t.search_space:
+        if key.startswith("params.") and len(key) > len("params."):
+            continue
+        if key in TUNABLE_TORCH and spec.model.kind == "torch":
+            continue
+        allowed = "params.<name>" + (", " + ", ".join(TUNABLE_TORCH) if spec.model.kind == "torch" else "")
+        problems.append(f"tuning.search_space.{key}: not a tunable setting; use {allowed}"
+                        f"{_did_you_mean(key, ['params.' + key, *TUNABLE_TORCH])}")
+    return problems
+
+
 class ProjectSpec(_Strict):
     """The whole of ``loopml.yaml``."""
 
@@ -231,6 +378,8 @@ class ProjectSpec(_Strict):
     rollout: RolloutSpec = RolloutSpec()
     triggers: TriggerSpec = TriggerSpec()
     retrain: RetrainSpec = RetrainSpec()
+    training: TrainingSpec = TrainingSpec()
+    tuning: TuningSpec = TuningSpec()
 
     @model_validator(mode="after")
     def _defaults(self) -> "ProjectSpec":
@@ -268,7 +417,8 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
         if choices:
             return f"{loc}: {given!r} is not one of {', '.join(choices)}{_did_you_mean(given, choices)}"
     if kind == "value_error":  # our own validators: the message already says what to do
-        return f"{loc}: {str(err['msg']).removeprefix('Value error, ')}"
+        msg = str(err['msg']).removeprefix('Value error, ')
+        return msg if msg.startswith(f"{loc}.") else f"{loc}: {msg}"  # a model validator naming its field
     for prefix, word in _TYPE_WORDS.items():
         if kind.startswith(prefix) and kind != "literal_error":
             return f"{loc}: expected {word}, got {given!r}"
@@ -347,6 +497,7 @@ def _semantic_problems(spec: ProjectSpec) -> list[str]:
             if name not in spec.data.features:
                 problems.append(f"monitoring.features.{name}: not one of data.features"
                                 f"{_did_you_mean(name, spec.data.features)}")
+    problems += _tuning_problems(spec)
     return [p for p in problems if p]
 
 
@@ -366,10 +517,11 @@ def parse_spec(raw: Any, path: str = SPEC_FILE) -> ProjectSpec:
 
 
 def _check_estimator_params(spec: ProjectSpec, path: str) -> None:
-    """Check ``model.params`` against the estimator's own declared constraints."""
-    from loopml.train.estimator import build_estimator  # lazy: imports scikit-learn
+    """Check ``model`` against the trainer of its kind (estimator or module importable, params
+    accepted by its own declared constraints)."""
+    from loopml.train.contract import check_model_spec  # lazy: the trainer imports sklearn/torch
 
-    build_estimator(spec.model.estimator, spec.model.params, source=path)
+    check_model_spec(spec, path)
 
 
 def load_spec(project: str | Path = ".") -> ProjectSpec:

@@ -57,6 +57,7 @@ def cache_key(spec: ProjectSpec, snapshot_id: str) -> str:
         "task": spec.task,
         "data": spec.data.model_dump(exclude={"source"}),
         "model": spec.model.model_dump(),
+        "training": spec.training.model_dump(exclude={"ray_address", "max_failures"}),
         "evaluation": spec.evaluation.model_dump(),
         "loopml": loopml.__version__,
     }
@@ -127,9 +128,10 @@ def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, au
             run.set_tags({SNAPSHOT_TAG: snap.id, "loopml.source": snap.source, "loopml.reason": reason,
                           **({"loopml.git_commit": commit} if commit else {})})
             run.log_dataset(split.train.head(1000), source=snap.source, name=snap.id, context="training")
-            on_step("train", f"fitting {spec.model.estimator} on {len(split.train)} rows")
-            trained = train_model(spec, split.train)
-            run.log_params({**trained.params, "estimator": spec.model.estimator, "train_rows": trained.train_rows,
+            on_step("train", f"fitting {spec.model.ref} on {len(split.train)} rows"
+                    + (f" on Ray ({spec.training.workers} workers)" if spec.training.backend == "ray" else ""))
+            trained = train_model(spec, split.train, run)
+            run.log_params({**trained.params, "estimator": spec.model.ref, "train_rows": trained.train_rows,
                             "features": ",".join(trained.features)})
 
             step = "evaluate"
@@ -158,7 +160,7 @@ def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, au
 
             step = "register"
             on_step("register", "logging and registering the model")
-            uri = run.log_model(trained.model, X_test.head(5))
+            uri = run.log_model(trained.model, X_test.head(5), flavor=trained.flavor)
             ref = registry.register(uri, spec.name, run.run_id, {SNAPSHOT_TAG: snap.id, "loopml.gate_passed": decision.passed})
             result.version = ref.version
             why = f"{reason}; gate {'passed' if decision.passed else 'failed'}: {_headline(decision.reasons)}"

@@ -195,14 +195,14 @@ class TrackedRun:
 
         self._client.log_batch(self.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
 
-    def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
+    def log_metrics(self, metrics: dict[str, float], prefix: str = "", step: int = 0) -> None:
         import math
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        rows = [Metric(prefix + k, float(v), ts, 0) for k, v in metrics.items() if v is not None and not math.isnan(v)]
+        rows = [Metric(prefix + k, float(v), ts, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
         if rows:
             self._client.log_batch(self.run_id, metrics=rows)
 
@@ -223,9 +223,11 @@ class TrackedRun:
         self._client.log_inputs(self.run_id, datasets=[
             DatasetInput(dataset=ds._to_mlflow_entity(), tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])])
 
-    def log_model(self, model: Any, input_example: Any) -> str:
+    def log_model(self, model: Any, input_example: Any, flavor: str = "sklearn") -> str:
         """Save ``model`` with skops (trusting only its own types) as an MLflow logged model of this
-        run, through the client; returns its ``models:/m-...`` URI for :meth:`Registry.register`."""
+        run, through the client; returns its ``models:/m-...`` URI for :meth:`Registry.register`.
+        ``flavor="loopml_torch"``: a :class:`~loopml.train.torch_model.TorchTabularModel`, saved
+        in its own pickle-free format behind a ``python_function`` loader (see _save_torch)."""
         import mlflow.sklearn
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model, infer_signature
@@ -237,12 +239,34 @@ class TrackedRun:
             local = os.path.join(tmp, "model")
             meta = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=self.run_id,
                          model_id=logged.model_id)
-            mlflow.sklearn.save_model(model, local, mlflow_model=meta, signature=signature,
-                                      input_example=input_example, serialization_format="skops",
-                                      skops_trusted_types=_own_types(model))
+            if flavor == TORCH_FLAVOR:
+                _save_torch(model, local, meta, signature, input_example, tmp)
+            else:
+                mlflow.sklearn.save_model(model, local, mlflow_model=meta, signature=signature,
+                                          input_example=input_example, serialization_format="skops",
+                                          skops_trusted_types=_own_types(model))
             self._client.log_model_artifacts(logged.model_id, local)
         self._client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         return f"models:/{logged.model_id}"
+
+
+TORCH_FLAVOR = "loopml_torch"  # loopml.train.contract.FLAVOR_TORCH
+TORCH_LOADER = "loopml.train.torch_model"
+
+
+def _save_torch(model: Any, local: str, meta: Any, signature: Any, input_example: Any, tmp: str) -> None:
+    """state_dict + module path + skops preprocessing (never a pickle), with a python_function
+    flavor whose loader is loopml's own safe loader."""
+    import mlflow.pyfunc
+    import torch
+
+    data = os.path.join(tmp, "torch-data")
+    model.save(data)
+    meta.add_flavor(TORCH_FLAVOR, format="state_dict+skops", module=model.module_path,
+                    torch_version=str(torch.__version__))
+    mlflow.pyfunc.save_model(local, loader_module=TORCH_LOADER, data_path=data, mlflow_model=meta,
+                             signature=signature, input_example=input_example,
+                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "scikit-learn", "skops"])
 
 
 def _own_types(model: Any) -> list[str]:
@@ -471,13 +495,21 @@ class Registry:
 
     def _load_local(self, ref: ModelVersionRef, tmp: str) -> tuple[Any, str]:
         import mlflow.sklearn
+        from mlflow.models import Model
 
         local = self._download(ref, tmp)
         self._refuse_unsafe(ref, local)
+        flavors = Model.load(local).flavors
+        if TORCH_FLAVOR in flavors:
+            from loopml.train.torch_model import load_model  # pickle-free: weights_only + skops
+
+            data = (flavors.get("python_function") or {}).get("data", "data")  # where MLflow copied it
+            return load_model(os.path.join(local, data)), local
         return mlflow.sklearn.load_model(local), local
 
     def load_native(self, ref: ModelVersionRef) -> Any:
-        """The version's scikit-learn object; refuses pickle/cloudpickle files unless opted in."""
+        """The version's scikit-learn object (or loopml's torch wrapper with the same predict /
+        predict_proba / classes_); refuses pickle/cloudpickle files unless opted in."""
         with tempfile.TemporaryDirectory(prefix="loopml-load-") as tmp:
             return self._load_local(ref, tmp)[0]
 

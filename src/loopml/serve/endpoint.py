@@ -55,7 +55,11 @@ class Deployment:
     async def predict(self, rows: Rows, deadline: float | None = None) -> Prediction:
         self.inflight += 1
         try:
-            return await self.batcher.predict(rows, deadline)
+            mark = self.recording.log_mark()  # acknowledged prediction log: answer once logged
+            pred = await self.batcher.predict(rows, deadline)
+            if mark is not None:
+                await self.recording.durable(mark)
+            return pred
         finally:
             self.inflight -= 1
 

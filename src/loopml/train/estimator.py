@@ -63,15 +63,13 @@ def _param_named_in(message: str, params: dict[str, Any]) -> str | None:
     return None
 
 
-def make_pipeline(estimator: Any, numeric: list[str], categorical: list[str], preprocess: str = "auto") -> Any:
+def make_preprocessor(numeric: list[str], categorical: list[str]) -> Any:
     """Impute and encode: numbers get median imputation and scaling, categories one-hot."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    if preprocess == "none":
-        return estimator
     parts = []
     if numeric:
         parts.append(("num", Pipeline([("impute", SimpleImputer(strategy="median")),
@@ -80,5 +78,13 @@ def make_pipeline(estimator: Any, numeric: list[str], categorical: list[str], pr
         parts.append(("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
                                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
                       categorical))
-    pre = ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("preprocess", pre), ("model", estimator)])
+    return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def make_pipeline(estimator: Any, numeric: list[str], categorical: list[str], preprocess: str = "auto") -> Any:
+    """The estimator behind :func:`make_preprocessor` (or alone with ``preprocess: none``)."""
+    from sklearn.pipeline import Pipeline
+
+    if preprocess == "none":
+        return estimator
+    return Pipeline([("preprocess", make_preprocessor(numeric, categorical)), ("model", estimator)])

@@ -1,4 +1,5 @@
-"""Fit the spec's estimator on the training split, seeded and reproducible."""
+"""Split, column checks and feature coercion shared by every trainer; ``train_model`` hands
+the fit to the trainer of ``model.kind`` (loopml.train.contract)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from loopml.errors import DataSourceError
 from loopml.spec import ProjectSpec
-from loopml.train.estimator import build_estimator, make_pipeline
+from loopml.train.contract import RunLike, TrainedModel, trainer_for
 
 
 @dataclass
@@ -19,14 +20,7 @@ class Split:
     test: pd.DataFrame
 
 
-@dataclass
-class TrainResult:
-    model: Any
-    features: list[str]
-    numeric: list[str]
-    categorical: list[str]
-    params: dict[str, Any]
-    train_rows: int
+TrainResult = TrainedModel  # the name before the trainer contract
 
 
 def split_frame(spec: ProjectSpec, df: pd.DataFrame) -> Split:
@@ -59,24 +53,17 @@ def check_columns(spec: ProjectSpec, df: pd.DataFrame, features: list[str]) -> N
                               f"columns are: {', '.join(map(str, df.columns))}")
 
 
-def train_model(spec: ProjectSpec, train: pd.DataFrame) -> TrainResult:
-    features = spec.feature_columns(list(map(str, train.columns)))
-    check_columns(spec, train, features)
-    numeric, categorical = feature_kinds(train, features)
-    est = build_estimator(spec.model.estimator, dict(spec.model.params))
-    if "random_state" in est.get_params() and "random_state" not in spec.model.params:
-        est.set_params(random_state=spec.data.split.seed)
-    model = make_pipeline(est, numeric, categorical, spec.model.preprocess)
-    X = coerce_features(train[features], numeric, categorical)
+def target_of(spec: ProjectSpec, train: pd.DataFrame) -> pd.Series:
     y = train[spec.data.target]
     if y.isna().any():  # the pipeline's contract (contract_for) rejects these first, counting every row
         raise DataSourceError(spec.data.source, f"target column '{spec.data.target}' has {int(y.isna().sum())} missing "
                               "values in the training split; drop or fill them")
-    try:
-        model.fit(X, y)
-    except ValueError as exc:
-        raise DataSourceError(spec.data.source, f"training failed: {exc}") from None
-    return TrainResult(model, features, numeric, categorical, est.get_params(), len(train))
+    return y
+
+
+def train_model(spec: ProjectSpec, train: pd.DataFrame, run: RunLike | None = None) -> TrainedModel:
+    """Fit the spec's model with the trainer of ``model.kind`` (see loopml.train.contract)."""
+    return trainer_for(spec).fit(spec, train, run)
 
 
 def coerce_features(X: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
