@@ -293,6 +293,12 @@ class PredictionLogWriter:
             return True
         return self.append_columns(*records_to_columns(records))
 
+    def lost(self) -> None:
+        """Count an append that failed before it reached the queue, as a refused one."""
+        with self._lock:
+            self.seq += 1
+            self._failed.append((self.seq - 1, self.seq))
+
     def failed_between(self, lo: int, hi: int) -> bool:
         """True when an append numbered in ``(lo, hi]`` was refused or its flush failed."""
         return any(a < hi and b > lo for a, b in list(self._failed))

@@ -8,18 +8,72 @@ turned into a Python object on the event loop; the
 :class:`~loopml.monitor.predlog.PredictionLogWriter` thread concatenates the columns and
 writes Parquet. Memory is bounded by the writer's ``max_queue_rows``: past it a batch is
 counted in ``dropped`` instead of queued.
+
+Two modes (``monitoring.prediction_log.mode``, ``LOOPML_PREDICTION_LOG_MODE``): ``async``
+answers at once and writes within ``flush_interval_s``, so a crash loses the rows the
+``loopml_prediction_log_pending_rows`` gauge counts; ``acknowledged`` holds each answer
+until its rows are in an fsynced group commit (:meth:`PredictionRecorder.log_mark` before
+the prediction, :meth:`PredictionRecorder.durable` after it), and answers 503 when they
+could not be written.
+
+The recorder also compacts its model's log in a background thread (every
+``compact_interval_s``; see :mod:`loopml.monitor.compaction`): the server is where parts
+are made, it runs whether or not a controller does, and the compaction lock lets exactly
+one of several workers or replicas do each round.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import threading
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from loopml.errors import PredictionNotLogged
 from loopml.serve.runtime import InputColumn, Prediction, Predictor, Rows
+
+log = logging.getLogger("loopml.serve")
+MODES = ("async", "acknowledged")
+ENV = {"mode": "LOOPML_PREDICTION_LOG_MODE", "retention_days": "LOOPML_PREDICTION_LOG_RETENTION_DAYS",
+       "max_bytes": "LOOPML_PREDICTION_LOG_MAX_BYTES", "compact_interval_s": "LOOPML_PREDICTION_LOG_COMPACT_INTERVAL_S"}
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the server writes and keeps the prediction log (``monitoring.prediction_log``)."""
+
+    mode: str = "async"
+    retention_days: float | None = None  # None: keep every hour
+    max_bytes: int | None = None  # None: no size bound
+    compact_interval_s: float = 60.0  # 0: this server never compacts
+
+    @classmethod
+    def from_env(cls, env=None) -> "LogSettings":
+        """Settings from ``LOOPML_PREDICTION_LOG_*`` (``loopml serve`` exports loopml.yaml's
+        section there, so worker processes inherit it); a bad value is a one-line error."""
+        from loopml.errors import ServeError
+
+        env = os.environ if env is None else env
+        values: dict = {}
+        for key, var in ENV.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                values[key] = raw if key == "mode" else int(raw) if key == "max_bytes" else float(raw)
+            except ValueError:
+                raise ServeError(f"{var}={raw!r}: not a number") from None
+        if values.get("mode", "async") not in MODES:
+            raise ServeError(f"{ENV['mode']}={values['mode']!r}: use one of {', '.join(MODES)}")
+        return cls(**values)
 
 
 def proba_of(pred: Prediction) -> np.ndarray | None:
@@ -72,16 +126,28 @@ class PredictionRecorder:
     """Feeds predicted batches, as columns, to the model's prediction-log writer."""
 
     def __init__(self, root: str | Path, model: str, *, max_pending_rows: int = 200_000,
-                 flush_interval_s: float = 1.0, flush_rows: int = 50_000) -> None:
+                 flush_interval_s: float = 1.0, flush_rows: int = 50_000,
+                 settings: LogSettings | None = None) -> None:
         self.root = Path(root)
         self.model = model
         self.max_pending_rows = max_pending_rows
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
+        self.settings = settings  # None: LogSettings.from_env() at start()
         self.dropped = 0  # batches refused or failed before reaching the writer
         self.recorded = 0
+        self.compactions = 0
+        self.compaction_errors = 0
         self.writer: Any = None
         self._started = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: deque[tuple[int, int, asyncio.Future]] = deque()  # (target seq, mark, future)
+        self._stop = threading.Event()
+        self._compactor: threading.Thread | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.settings is not None and self.settings.mode == "acknowledged"
 
     def start(self) -> "PredictionRecorder":
         from loopml.monitor.predlog import PredictionLogWriter
@@ -89,9 +155,18 @@ class PredictionRecorder:
         if self.writer is None:
             import pyarrow.parquet  # noqa: F401 - pay the first write's imports now, not mid-traffic
 
+            if self.settings is None:
+                self.settings = LogSettings.from_env()
             self.writer = PredictionLogWriter(self.root, self.model, flush_rows=self.flush_rows,
                                               flush_interval_s=self.flush_interval_s,
-                                              max_queue_rows=self.max_pending_rows).start()
+                                              max_queue_rows=self.max_pending_rows,
+                                              acknowledged=self.acknowledged,
+                                              on_commit=self._committed if self.acknowledged else None).start()
+            if self.settings.compact_interval_s > 0:
+                self._stop.clear()
+                self._compactor = threading.Thread(target=self._compact_loop, daemon=True,
+                                                   name=f"predlog-compact-{self.model}")
+                self._compactor.start()
         return self
 
     @property
@@ -117,9 +192,72 @@ class PredictionRecorder:
             ok = w.append_columns(meta, input_columns(rows, pred, inputs, names), outputs, n)
         except Exception:  # noqa: BLE001 - logging must never take serving down
             self.dropped += n
+            w.lost()  # an acknowledged answer waiting on this batch must not say it was logged
             return
         if ok:
             self.recorded += n
+
+    # -- acknowledged mode --------------------------------------------------------------------
+
+    def log_mark(self) -> int | None:
+        """Before a request is predicted: the writer's sequence number, or None when answers
+        need not wait (async mode, no log)."""
+        w = self.writer
+        return w.seq if w is not None and w.acknowledged else None
+
+    async def durable(self, mark: int) -> None:
+        """Wait until every batch appended since ``mark`` (the request's own among them) is
+        fsynced; :class:`PredictionNotLogged` when one of them was refused or failed."""
+        w = self.writer
+        target = w.seq
+        if w.durable_seq < target:
+            self._loop = asyncio.get_running_loop()
+            fut = self._loop.create_future()
+            self._waiters.append((target, mark, fut))
+            if w.durable_seq >= target:  # committed while we registered: the callback may have run
+                self._release()
+            await fut
+        if w.failed_between(mark, target):
+            raise PredictionNotLogged(self.model)
+
+    def _committed(self, upto: int) -> None:  # writer thread
+        loop = self._loop
+        if loop is not None and self._waiters:
+            try:
+                loop.call_soon_threadsafe(self._release)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _release(self) -> None:
+        done = self.writer.durable_seq if self.writer is not None else float("inf")
+        while self._waiters and self._waiters[0][0] <= done:
+            _, _, fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- compaction -------------------------------------------------------------------------
+
+    def compact_now(self):
+        """One compaction round of this model's log (skipped when another process holds the lock)."""
+        from loopml.monitor.compaction import compact_log
+
+        s = self.settings or LogSettings()
+        return compact_log(self.root, self.model,
+                           retention_s=None if s.retention_days is None else s.retention_days * 86400.0,
+                           max_bytes=s.max_bytes)
+
+    def _compact_loop(self) -> None:
+        try:  # compaction is background work: let request threads win the CPU (Linux, per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        while not self._stop.wait(self.settings.compact_interval_s):
+            try:
+                if self.compact_now() is not None:
+                    self.compactions += 1
+            except Exception as e:  # noqa: BLE001 - a failed round is retried at the next one
+                self.compaction_errors += 1
+                log.warning("%s: prediction log compaction failed: %s: %s", self.model, type(e).__name__, e)
 
     @property
     def lag_seconds(self) -> float:
@@ -131,7 +269,11 @@ class PredictionRecorder:
         return max(0.0, time.time() - last)
 
     def close(self) -> None:
-        """Write everything queued (fsynced) and stop the writer thread."""
+        """Write everything queued (fsynced), stop the writer and the compaction thread."""
+        self._stop.set()
+        if self._compactor is not None:
+            self._compactor.join(60)
+            self._compactor = None
         if self.writer is not None:
             self.writer.close()
 
@@ -154,3 +296,10 @@ class RecordingPredictor:
         if self.recorder is not None:
             self.recorder.record(rows, pred, self.version, self.label, self.inputs, self.names)
         return pred
+
+    def log_mark(self) -> int | None:
+        """See :meth:`PredictionRecorder.log_mark`; None without a recorder."""
+        return None if self.recorder is None else self.recorder.log_mark()
+
+    async def durable(self, mark: int) -> None:
+        await self.recorder.durable(mark)
