@@ -305,6 +305,21 @@ class WorkersLagging(LoopmlError):
                          "the others apply it when they can; retry to check")
 
 
+# --- serving under load and hostile clients (issue #9) ---
+
+
+class ClientGone(LoopmlError):
+    """The client disconnected before its answer was ready; the request is dropped unpredicted.
+
+    Never sent (nobody is listening); 499 is nginx's "client closed request", for metrics.
+    """
+
+    http_status = 499
+
+    def __init__(self) -> None:
+        super().__init__("the client disconnected before the answer was ready")
+
+
 class PredictionNotLogged(LoopmlError):
     """Acknowledged prediction log: the answer's rows could not be made durable, so no answer."""
 

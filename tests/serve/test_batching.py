@@ -18,6 +18,16 @@ _REG = FakeRegistry()
 _REG.add("clf", clf_model(), NUM_SIG, "champion")
 RUNTIME = ModelRuntime(_REG, _REG.resolve("clf")).load()
 
+
+def batcher_of(inner, **kw) -> Batcher:
+    """A Batcher with the serving defaults (ServeSettings) for whatever ``kw`` leaves out: the
+    batcher itself has no defaults of its own."""
+    from loopml.serve.settings import ServeSettings
+
+    d = ServeSettings()
+    return Batcher(inner, **{"max_batch_size": d.max_batch_size, "max_delay_ms": d.max_delay_ms,
+                             "max_queue_rows": d.max_queue_rows, **kw})
+
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 request = st.integers(1, 6).flatmap(lambda n: st.lists(st.lists(finite, min_size=4, max_size=4), min_size=n, max_size=n))
 
@@ -42,7 +52,7 @@ class CountingPredictor:
        delay=st.sampled_from([0.0, 0.5, 2.0]))
 def test_batched_equals_unbatched(requests, max_batch, delay):
     counting = CountingPredictor(RUNTIME)
-    batcher = Batcher(counting, max_batch_size=max_batch, max_delay_ms=delay, max_queue_rows=10_000)
+    batcher = batcher_of(counting, max_batch_size=max_batch, max_delay_ms=delay, max_queue_rows=10_000)
 
     async def go():
         out = await asyncio.gather(*(batcher.predict(to_rows(r)) for r in requests))
@@ -61,7 +71,7 @@ def test_batched_equals_unbatched(requests, max_batch, delay):
 
 def test_concurrent_requests_are_coalesced():
     counting = CountingPredictor(RUNTIME)
-    batcher = Batcher(counting, max_batch_size=64, max_delay_ms=0)
+    batcher = batcher_of(counting, max_batch_size=64, max_delay_ms=0)
 
     async def go():
         await asyncio.gather(*(batcher.predict(to_rows([[1.0, 2.0, 3.0, 4.0]])) for _ in range(20)))
@@ -72,7 +82,7 @@ def test_concurrent_requests_are_coalesced():
 
 
 def test_a_bad_request_fails_alone():
-    batcher = Batcher(RUNTIME, max_batch_size=64, max_delay_ms=5)
+    batcher = batcher_of(RUNTIME, max_batch_size=64, max_delay_ms=5)
     good = to_rows([[1.0, 2.0, 3.0, 4.0]])
     bad = Rows({f: ["oops"] for f in FEATURES}, 1)
 
@@ -97,7 +107,7 @@ class SlowPredictor:
 
 
 def test_full_queue_is_rejected_at_once_and_deadlines_expire():
-    batcher = Batcher(SlowPredictor(RUNTIME, 0.2), max_batch_size=1, max_delay_ms=0, max_queue_rows=2)
+    batcher = batcher_of(SlowPredictor(RUNTIME, 0.2), max_batch_size=1, max_delay_ms=0, max_queue_rows=2)
     one = to_rows([[1.0, 2.0, 3.0, 4.0]])
 
     async def go():
@@ -110,7 +120,7 @@ def test_full_queue_is_rejected_at_once_and_deadlines_expire():
         with pytest.raises(Overloaded):
             await batcher.predict(one)
         with pytest.raises(DeadlineExceeded):
-            await Batcher(SlowPredictor(RUNTIME, 0.5), max_delay_ms=0).predict(one, time.monotonic() + 0.05)
+            await batcher_of(SlowPredictor(RUNTIME, 0.5), max_delay_ms=0).predict(one, time.monotonic() + 0.05)
         await asyncio.gather(first, *queued)
         await batcher.close()
 
@@ -135,7 +145,7 @@ def test_a_crash_in_on_batch_fails_its_requests_and_the_next_request_is_answered
         if crash["on"]:
             raise RuntimeError("metrics backend exploded")
 
-    batcher = Batcher(RUNTIME, max_batch_size=8, max_delay_ms=0.0, on_batch=on_batch, name="clf")
+    batcher = batcher_of(RUNTIME, max_batch_size=8, max_delay_ms=0.0, on_batch=on_batch, name="clf")
 
     async def go():
         # bounded waits: on a dead worker these would hang forever, so time out and fail
@@ -163,7 +173,7 @@ def test_a_crash_in_merge_rows_fails_only_the_affected_requests_and_the_worker_r
         return real_merge(parts)
 
     monkeypatch.setattr(batching, "merge_rows", bad_merge)
-    batcher = Batcher(RUNTIME, max_batch_size=8, max_delay_ms=0.0, name="clf")
+    batcher = batcher_of(RUNTIME, max_batch_size=8, max_delay_ms=0.0, name="clf")
 
     async def go():
         failed = await asyncio.wait_for(asyncio.gather(batcher.predict(_rows1()), return_exceptions=True), 5)
@@ -179,7 +189,7 @@ def test_a_crash_in_merge_rows_fails_only_the_affected_requests_and_the_worker_r
 
 
 def test_a_dead_worker_task_fails_what_is_queued_and_is_restarted(monkeypatch):
-    batcher = Batcher(RUNTIME, max_batch_size=8, max_delay_ms=0.0, name="clf")
+    batcher = batcher_of(RUNTIME, max_batch_size=8, max_delay_ms=0.0, name="clf")
     real_take = batcher._take_batch
     crash = {"on": True}
 
@@ -200,3 +210,32 @@ def test_a_dead_worker_task_fails_what_is_queued_and_is_restarted(monkeypatch):
     failed, answered = asyncio.run(go())
     assert isinstance(failed, LoopmlError) and failed.http_status in (500, 503)
     assert answered.predict.shape == (1,)
+
+
+def test_the_batcher_has_no_defaults_of_its_own():
+    """One source of defaults (ServingSpec): a Batcher built without its limits is a mistake."""
+    with pytest.raises(TypeError):
+        Batcher(RUNTIME)
+
+
+def test_a_request_whose_client_has_gone_is_dropped_unpredicted():
+    from loopml.errors import ClientGone
+
+    counting = CountingPredictor(SlowPredictor(RUNTIME, 0.05))
+    batcher = batcher_of(counting, max_batch_size=1, max_delay_ms=0)
+    one = to_rows([[1.0, 2.0, 3.0, 4.0]])
+    gone = {"flag": False}
+
+    async def go():
+        first = asyncio.ensure_future(batcher.predict(one))
+        await asyncio.sleep(0.01)  # first is predicting; the next two wait in the queue
+        left = asyncio.ensure_future(batcher.predict(one, None, lambda: gone["flag"]))
+        stays = asyncio.ensure_future(batcher.predict(one, None, lambda: False))
+        gone["flag"] = True  # its client disconnects while it waits
+        results = await asyncio.gather(first, left, stays, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    first, left, stays = asyncio.run(go())
+    assert isinstance(left, ClientGone) and not isinstance(first, Exception) and not isinstance(stays, Exception)
+    assert counting.calls == [1, 1]  # the model never saw the gone client's rows

@@ -25,7 +25,15 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes sharing the port (default: serving.workers, 1).")] = None,
     max_batch_size: Annotated[Optional[int], typer.Option(help="Most rows per predict call (default: serving.max_batch_size, 64).")] = None,
     max_delay_ms: Annotated[Optional[float], typer.Option(help="Longest wait for a batch to fill (default: serving.max_delay_ms, 1).")] = None,
-    max_queue_rows: Annotated[int, typer.Option(help="Rows queued per model before 503.")] = 4096,
+    max_queue_rows: Annotated[Optional[int], typer.Option(help="Rows queued per model before 503 (default: serving.max_queue_rows, 4096).")] = None,
+    max_inflight: Annotated[Optional[int], typer.Option(help="Requests per model handled at once; the next gets 503 + Retry-After before its body is read; 0: no bound (default: serving.max_inflight, 256).")] = None,
+    deadline_ms: Annotated[Optional[float], typer.Option(help="Deadline of a request without x-loopml-deadline-ms, 504 past it; 0: none (default: serving.deadline_ms, 15000).")] = None,
+    max_connections: Annotated[Optional[int], typer.Option(help="Open connections per process; the next gets 503 and is closed (default: serving.max_connections, 2048).")] = None,
+    max_header_bytes: Annotated[Optional[int], typer.Option(help="Request line + headers, 431 past it (default: serving.max_header_bytes, 32768).")] = None,
+    header_timeout_s: Annotated[Optional[float], typer.Option(help="Seconds to receive a request's headers, 408 past it (default: serving.header_timeout_s, 10).")] = None,
+    body_timeout_s: Annotated[Optional[float], typer.Option(help="Seconds to receive a body after its headers, 408 past it (default: serving.body_timeout_s, 30).")] = None,
+    keepalive_timeout_s: Annotated[Optional[float], typer.Option(help="Seconds an idle keep-alive connection stays open (default: serving.keepalive_timeout_s, 75).")] = None,
+    max_request_id: Annotated[Optional[int], typer.Option(help="Characters of a request id, 400 past it (default: serving.max_request_id, 128).")] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: off).")] = 2.0,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the prediction log.")] = False,
     allow_unsafe_pickle: Annotated[bool, typer.Option(
@@ -48,20 +56,25 @@ def serve(
 
     specs = [EndpointSpec.parse(m) for m in model]
     serving = resolve_serving({"host": host, "port": port, "workers": workers, "max_batch_size": max_batch_size,
-                               "max_delay_ms": max_delay_ms, "allow_unsafe_pickle": allow_unsafe_pickle or None},
+                               "max_delay_ms": max_delay_ms, "max_queue_rows": max_queue_rows,
+                               "max_inflight": max_inflight, "deadline_ms": deadline_ms,
+                               "max_connections": max_connections, "max_header_bytes": max_header_bytes,
+                               "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
+                               "keepalive_timeout_s": keepalive_timeout_s, "max_request_id": max_request_id,
+                               "allow_unsafe_pickle": allow_unsafe_pickle or None},
                               _project_serving(project))
     if serving.allow_unsafe_pickle:
         # the registry reads this when it loads a model file; worker processes inherit it
         os.environ[UNSAFE_PICKLE_ENV] = "1"
         typer.echo("loopml serve: UNSAFE: pickle model files are allowed (--allow-unsafe-pickle / "
                    "serving.allow_unsafe_pickle); they run arbitrary code when loaded", err=True)
-    settings = ServeSettings.for_serving(serving, max_queue_rows=max_queue_rows, poll_interval_s=poll_interval,
-                                         log_predictions=not no_log, tune_gc=True)
+    settings = ServeSettings.for_serving(serving, poll_interval_s=poll_interval, log_predictions=not no_log,
+                                         tune_gc=True)
     ws = workspace(home, tracking_uri)
     _preflight(ws, specs, serving.host, serving.port)
     typer.echo(f"loopml serve: {', '.join(map(str, specs))} on http://{serving.host}:{serving.port} "
                f"(workers={serving.workers}, max_batch_size={settings.max_batch_size}, "
-               f"max_delay_ms={settings.max_delay_ms:g}, admin API {'on' if settings.admin_token else 'off'})", err=True)
+               f"max_delay_ms={settings.max_delay_ms:g}, max_inflight={settings.max_inflight}, admin API {'on' if settings.admin_token else 'off'})", err=True)
     run(ws, specs, settings, host=serving.host, port=serving.port, workers=serving.workers, log_level="warning")
 
 

@@ -9,6 +9,11 @@ challenger's extra feature is a challenger error, not a champion one). Every mod
 ``x-loopml-model-version``, ``x-loopml-variant`` and ``x-request-id``. Every error is
 ``{"error": "..."}`` with the status of its :class:`~loopml.errors.LoopmlError`.
 
+Under load (issue #9): each model admits at most ``max_inflight`` requests at once
+(:mod:`.admission`); the next one is answered 503 + ``Retry-After`` before its body is read.
+Every request has a deadline (``x-loopml-deadline-ms``, else ``deadline_ms``; 504 past it),
+and one whose client has disconnected is dropped before it is predicted.
+
 Use :func:`build_app` to make one; the models load during ASGI lifespan startup.
 """
 
@@ -25,10 +30,12 @@ from typing import Any
 
 import loopml
 from loopml.config import Workspace
-from loopml.errors import (BadRequest, LoopmlError, MethodNotAllowed, ModelNotFound, Overloaded,
-                           RouteNotFound, UnsupportedMediaType)
+from loopml.errors import (BadRequest, ClientGone, DeadlineExceeded, LoopmlError, MethodNotAllowed, ModelNotFound,
+                           NotAuthorized, Overloaded, RouteNotFound, UnsupportedMediaType)
 from loopml.serve import admin, auth, openapi
+from loopml.serve.admission import CLIENT_GONE, DEADLINE, Admission
 from loopml.serve.fleet import Fleet
+from loopml.serve.http import CLIENT_GONE_EXTENSION as GONE_EXTENSION
 from loopml.serve.http import JSON, TEXT, dumps, header_dict, loads, read_body, respond
 from loopml.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from loopml.serve.metrics import ServeMetrics
@@ -52,7 +59,9 @@ class ServeApp:
         self.fleet = fleet
         self.settings = settings
         self.metrics = metrics
+        self.admission = Admission(settings.max_inflight)
         metrics.fleet = fleet
+        metrics.admission = self.admission
         self._shadow_tasks: set[asyncio.Task] = set()
         self.tracing: Any = None  # set by loopml.serve.tracing.maybe_trace when OTel is configured
         try:
@@ -109,6 +118,10 @@ class ServeApp:
             status, body, ctype = e.http_status, dumps({"error": str(e)}), JSON
             if isinstance(e, Overloaded):
                 extra = [(b"retry-after", str(e.retry_after).encode())]
+            elif isinstance(e, MethodNotAllowed):
+                extra = [(b"allow", _allowed_methods(scope["path"]).encode())]
+            elif isinstance(e, NotAuthorized):
+                extra = [(b"www-authenticate", b'Bearer realm="loopml"')]
         except Exception as e:  # noqa: BLE001 - never a dead worker; log and answer
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             status, body, ctype = 500, dumps({"error": f"internal error: {type(e).__name__}"}), JSON
@@ -178,6 +191,17 @@ class ServeApp:
         ctype = headers.get("content-type", "")
         if ctype and "json" not in ctype:
             raise UnsupportedMediaType(ctype, "application/json")
+        self.admission.enter(ep.name)  # before the body is read: a refusal costs next to nothing
+        try:
+            return await self._oip_admitted(scope, receive, ep, version, labels, headers)
+        except (ClientGone, DeadlineExceeded) as e:
+            self.admission.count(ep.name, CLIENT_GONE if isinstance(e, ClientGone) else DEADLINE)
+            raise
+        finally:
+            self.admission.leave(ep.name)
+
+    async def _oip_admitted(self, scope, receive, ep, version, labels, headers):
+        deadline = self._deadline(headers)
         payload = loads(await read_body(receive, headers, self.settings.max_body_bytes))
         if version is not None:
             dep, shadow = self._pick_version(ep, version), None
@@ -193,10 +217,11 @@ class ServeApp:
             if dep is not primary and dep.runtime.inputs != primary.runtime.inputs:
                 req = oip_v2.decode_infer(_oip_payload_for(payload, dep, ep), dep.runtime, self.settings.max_rows, key)
         labels[0], labels[1], labels[2] = ep.name, dep.version, dep.label
-        rid = req.id or headers.get("x-request-id") or _new_request_id()
+        rid = self._request_id(req.id or headers.get("x-request-id"))
         req.rows.ids = _row_ids(rid, req.rows.n)
-        pred = await (dep.predict(req.rows, _deadline(headers)) if self.tracing is None
-                      else self.tracing.predict(dep, req.rows, _deadline(headers), rid))
+        gone = _gone_probe(scope, receive)
+        pred = await (dep.predict(req.rows, deadline, gone) if self.tracing is None
+                      else self.tracing.predict(dep, req.rows, deadline, rid))
         if shadow is not None:
             if shadow.runtime.inputs == dep.runtime.inputs:
                 self._shadow(shadow, req.rows)
@@ -218,6 +243,17 @@ class ServeApp:
         if primary is None:
             ep.route(headers, None)  # raises ModelNotReady
         labels[1], labels[2] = primary.version, primary.label
+        self.admission.enter(ep.name)  # before the body is read: a refusal costs next to nothing
+        try:
+            return await self._invocations_admitted(scope, receive, ep, primary, labels, headers)
+        except (ClientGone, DeadlineExceeded) as e:
+            self.admission.count(ep.name, CLIENT_GONE if isinstance(e, ClientGone) else DEADLINE)
+            raise
+        finally:
+            self.admission.leave(ep.name)
+
+    async def _invocations_admitted(self, scope, receive, ep, primary, labels, headers):
+        deadline = self._deadline(headers)
         body = await read_body(receive, headers, self.settings.max_body_bytes)
         ctype = headers.get("content-type", "application/json")
         key = ep.policy.key_column
@@ -226,10 +262,11 @@ class ServeApp:
         if dep is not primary and dep.runtime.inputs != primary.runtime.inputs:
             rows, _ = mlflow_proto.decode(body, ctype, dep.runtime, self.settings.max_rows)
         labels[0], labels[1], labels[2] = ep.name, dep.version, dep.label
-        rid = headers.get("x-request-id") or _new_request_id()
+        rid = self._request_id(headers.get("x-request-id"))
         rows.ids = _row_ids(rid, rows.n)
-        pred = await (dep.predict(rows, _deadline(headers)) if self.tracing is None
-                      else self.tracing.predict(dep, rows, _deadline(headers), rid))
+        gone = _gone_probe(scope, receive)
+        pred = await (dep.predict(rows, deadline, gone) if self.tracing is None
+                      else self.tracing.predict(dep, rows, deadline, rid))
         if shadow is not None:
             if shadow.runtime.inputs == dep.runtime.inputs:
                 self._shadow(shadow, rows)
@@ -237,6 +274,25 @@ class ServeApp:
                 max_rows = self.settings.max_rows
                 self._shadow(shadow, None, lambda: mlflow_proto.decode(body, ctype, shadow.runtime, max_rows)[0], rid)
         return 200, dumps(mlflow_proto.encode(pred)), JSON, _model_headers(ep.name, dep, rid)
+
+    def _deadline(self, headers: dict[str, str]) -> float | None:
+        """The request's deadline (monotonic): its header, else the server's default."""
+        raw = headers.get(DEADLINE_HEADER)
+        if raw is None:
+            ms = self.settings.deadline_ms
+            return time.monotonic() + ms / 1000.0 if ms else None
+        return _deadline(raw)
+
+    def _request_id(self, given: str | None) -> str:
+        """``given`` when it is a usable id, else a new one. An id is the join key for delayed
+        labels, so one too long or unprintable is refused (400), never silently cut."""
+        if given is None or given == "":
+            return _new_request_id()
+        cap = self.settings.max_request_id
+        if len(given) > cap or not (given.isascii() and given.isprintable()):
+            raise BadRequest(f"request id (x-request-id or the body's 'id') must be at most {cap} printable ASCII "
+                             f"characters. Got {len(given)} characters instead.")
+        return given
 
     def _default_endpoint(self, scope, headers):
         name = headers.get(MODEL_HEADER)
@@ -332,6 +388,28 @@ def _oip_payload_for(payload: Any, dep, ep) -> Any:
     return {**payload, "inputs": kept} if kept and len(kept) < len(inputs) else payload
 
 
+def _gone_probe(scope: dict, receive):
+    """A callable true once the client has disconnected, from the HTTP protocol
+    (:mod:`.limits`); None under a server that offers none (then nothing is dropped early)."""
+    ext = scope.get("extensions")
+    return ext.get(GONE_EXTENSION) if ext else None
+
+
+_ADMIN_ALLOW = {"reload": "POST", "load": "POST", "unload": "POST", "traffic": "GET, POST, PUT"}
+
+
+def _allowed_methods(path: str) -> str:
+    """The ``Allow`` header of a 405 on ``path`` (RFC 9110 requires one)."""
+    if path.startswith("/admin/"):
+        parts = [p for p in path.split("/") if p][1:]
+        if parts == ["models"]:
+            return "GET"
+        if len(parts) == 2 and parts[0] == "models":
+            return "DELETE, GET"
+        return _ADMIN_ALLOW.get(parts[-1], "GET") if parts else "GET"
+    return "POST" if path == "/invocations" or path.endswith("/infer") else "GET"
+
+
 def _require(method: str, expected: str, path: str) -> None:
     if method != expected:
         raise MethodNotAllowed(method, path)
@@ -351,10 +429,7 @@ def _row_ids(rid: str, n: int) -> list[str]:
     return [rid] if n == 1 else [f"{rid}:{i}" for i in range(n)]
 
 
-def _deadline(headers: dict[str, str]) -> float | None:
-    raw = headers.get(DEADLINE_HEADER)
-    if raw is None:
-        return None
+def _deadline(raw: str) -> float:
     try:
         ms = float(raw)
     except ValueError:

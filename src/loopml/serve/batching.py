@@ -10,7 +10,11 @@ recent arrivals say another request is due before the delay runs out.
 The queue is bounded: when it holds ``max_queue_rows`` rows, ``predict`` raises
 :class:`~loopml.errors.Overloaded` at once (503 + Retry-After) instead of letting
 latency grow. A failing batch is retried request by request so that one bad input
-fails only its own request.
+fails only its own request. A request whose deadline has passed, or whose client has gone
+(``gone()`` says so), is dropped when its batch is taken, before the model sees it.
+
+The limits have no defaults here: they are the ``serving`` settings (ServingSpec), passed
+in by :class:`~loopml.serve.endpoint.Deployment`.
 
 The worker is supervised: an exception outside the model call (merging rows, the metrics
 callback, a bug in the loop itself) fails only the requests it had taken, with
@@ -26,7 +30,7 @@ import time
 from collections import deque
 from itertools import chain
 
-from loopml.errors import BatchFailed, DeadlineExceeded, InvalidInput, LoopmlError, Overloaded
+from loopml.errors import BatchFailed, ClientGone, DeadlineExceeded, InvalidInput, LoopmlError, Overloaded
 from loopml.serve.runtime import Prediction, Predictor, Rows
 
 log = logging.getLogger("loopml.serve")
@@ -45,19 +49,20 @@ def merge_rows(parts: list[Rows]) -> Rows:
 
 
 class _Item:
-    __slots__ = ("rows", "future", "deadline")
+    __slots__ = ("rows", "future", "deadline", "gone")
 
-    def __init__(self, rows: Rows, future: asyncio.Future, deadline: float | None) -> None:
+    def __init__(self, rows: Rows, future: asyncio.Future, deadline: float | None, gone) -> None:
         self.rows = rows
         self.future = future
         self.deadline = deadline
+        self.gone = gone
 
 
 class Batcher:
     """Wraps ``inner`` (same ``predict(rows)`` signature) with a bounded, batching queue."""
 
-    def __init__(self, inner: Predictor, *, max_batch_size: int = 64, max_delay_ms: float = 2.0,
-                 max_queue_rows: int = 4096, name: str = "model", on_batch=None) -> None:
+    def __init__(self, inner: Predictor, *, max_batch_size: int, max_delay_ms: float, max_queue_rows: int,
+                 name: str = "model", on_batch=None) -> None:
         self.inner = inner
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000.0
@@ -77,8 +82,9 @@ class Batcher:
     def idle(self) -> bool:
         return not self._queue and not self.busy
 
-    async def predict(self, rows: Rows, deadline: float | None = None) -> Prediction:
-        """Queue ``rows`` and wait for their prediction. ``deadline`` is a monotonic time."""
+    async def predict(self, rows: Rows, deadline: float | None = None, gone=None) -> Prediction:
+        """Queue ``rows`` and wait for their prediction. ``deadline`` is a monotonic time;
+        ``gone()``, when given, is true once the client has disconnected."""
         if self._closed:
             raise Overloaded(self.name)
         if self.queued_rows + rows.n > self.max_queue_rows and self.queued_rows > 0:
@@ -92,15 +98,18 @@ class Batcher:
         self._gap = 0.8 * self._gap + 0.2 * min(now - self._last_arrival, 1.0)
         self._last_arrival = now
         fut = loop.create_future()
-        self._queue.append(_Item(rows, fut, deadline))
+        self._queue.append(_Item(rows, fut, deadline, gone))
         self.queued_rows += rows.n
         self._wake.set()
         if deadline is None:
             return await fut
+        # one timer, not asyncio.wait_for (a wrapper per request): every request has a deadline
+        budget = max(0.0, deadline - now)
+        timer = loop.call_later(budget, _resolve, fut, None, DeadlineExceeded(budget * 1000.0))
         try:
-            return await asyncio.wait_for(fut, max(0.0, deadline - now))
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded((deadline - now) * 1000.0) from None
+            return await fut
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -169,10 +178,13 @@ class Batcher:
                 break
             self._queue.popleft()
             self.queued_rows -= item.rows.n
-            if item.future.done():  # cancelled: its deadline ran out while queued
+            if item.future.done():  # its deadline ran out while queued
                 continue
             if item.deadline is not None and item.deadline <= now:
                 item.future.set_exception(DeadlineExceeded(0))
+                continue
+            if item.gone is not None and item.gone():  # nobody would read the answer
+                item.future.set_exception(ClientGone())
                 continue
             batch.append(item)
             rows += item.rows.n

@@ -52,11 +52,11 @@ class Deployment:
     def label(self, value: str) -> None:
         self.recording.label = value
 
-    async def predict(self, rows: Rows, deadline: float | None = None) -> Prediction:
+    async def predict(self, rows: Rows, deadline: float | None = None, gone=None) -> Prediction:
         self.inflight += 1
         try:
             mark = self.recording.log_mark()  # acknowledged prediction log: answer once logged
-            pred = await self.batcher.predict(rows, deadline)
+            pred = await self.batcher.predict(rows, deadline, gone)
             if mark is not None:
                 await self.recording.durable(mark)
             return pred

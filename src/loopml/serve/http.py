@@ -10,9 +10,13 @@ from typing import Any
 
 import orjson
 
-from loopml.errors import BadRequest, PayloadTooLarge
+from loopml.errors import BadRequest, ClientGone, PayloadTooLarge
 
 JSON = b"application/json"
+# uvicorn's http= class adding loopml's connection limits (loopml.serve.limits, imports uvicorn)
+PROTOCOL = "loopml.serve.limits:LimitedHttpToolsProtocol"
+# scope["extensions"][CLIENT_GONE_EXTENSION]: a callable true once the client disconnected
+CLIENT_GONE_EXTENSION = "loopml.client_gone"
 TEXT = b"text/plain; charset=utf-8"
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -42,7 +46,8 @@ def header_dict(scope: dict) -> dict[str, str]:
 
 
 async def read_body(receive, headers: dict[str, str], limit: int) -> bytes:
-    """The whole request body; PayloadTooLarge as soon as it passes ``limit`` bytes."""
+    """The whole request body; PayloadTooLarge as soon as it passes ``limit`` bytes, ClientGone
+    when the client disconnects (or its body timed out) before the body is complete."""
     declared = headers.get("content-length")
     if declared is not None:
         try:
@@ -51,6 +56,8 @@ async def read_body(receive, headers: dict[str, str], limit: int) -> bytes:
         except ValueError:
             raise BadRequest("invalid Content-Length header") from None
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone()
     body = message.get("body", b"")
     if not message.get("more_body", False):
         if len(body) > limit:
@@ -60,8 +67,8 @@ async def read_body(receive, headers: dict[str, str], limit: int) -> bytes:
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
-        if message["type"] == "http.disconnect":
-            break
+        if message["type"] == "http.disconnect":  # a partial body is no request
+            raise ClientGone()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -36,6 +36,7 @@ class ServeMetrics:
         self._children: dict[tuple, tuple[Any, Any]] = {}
         self._batch_children: dict[tuple, Any] = {}
         self.fleet: Any = None
+        self.admission: Any = None  # loopml.serve.admission.Admission, set by the app
         r.register(_StateCollector(self))
         from loopml.monitor.metrics import MonitorCollector
 
@@ -110,3 +111,15 @@ class _StateCollector:
                 pending.add_metric([name], rec.pending + (w.pending if w is not None else 0))
                 dropped.add_metric([name], rec.dropped + (w.dropped if w is not None else 0))
         yield from (queue, ready, lag, pending, dropped)
+        admission = self.metrics.admission
+        if admission is not None:  # issue #9: admission control
+            per_model = GaugeMetricFamily("loopml_model_inflight_requests", "Requests a model is handling now "
+                                          "(admitted, not yet answered).", labels=["model"])
+            for name, n in list(admission.inflight.items()):
+                per_model.add_metric([name], n)
+            shed = CounterMetricFamily("loopml_shed_requests", "Requests refused or dropped unpredicted, by reason: "
+                                       "inflight (503, over max_inflight), client_gone, deadline (504).",
+                                       labels=["model", "reason"])
+            for (name, reason), n in list(admission.dropped.items()):
+                shed.add_metric([name, reason], n)
+            yield from (per_model, shed)

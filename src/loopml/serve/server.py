@@ -18,6 +18,7 @@ from typing import Any
 
 from loopml.config import Workspace
 from loopml.errors import LoopmlError, PortInUse, ServeError
+from loopml.serve.http import PROTOCOL
 from loopml.serve.settings import EndpointSpec, ServeSettings, check_port
 
 CONFIG_ENV = "LOOPML_SERVE_CONFIG"
@@ -42,6 +43,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_config(app: Any, **kw):
+    """uvicorn settings for ``app``: uvloop, httptools with loopml's limits (:mod:`.limits`),
+    the keep-alive idle timeout of the app's settings."""
     import uvicorn
 
     try:
@@ -50,9 +53,10 @@ def uvicorn_config(app: Any, **kw):
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    return uvicorn.Config(app, loop=loop, http="httptools", lifespan="on", log_level=kw.pop("log_level", "warning"),
+    settings = getattr(app, "settings", None) or ServeSettings()
+    return uvicorn.Config(app, loop=loop, http=PROTOCOL, lifespan="on", log_level=kw.pop("log_level", "warning"),
                           access_log=False, timeout_graceful_shutdown=kw.pop("timeout_graceful_shutdown", 30),
-                          server_header=False, date_header=False, **kw)
+                          timeout_keep_alive=settings.keepalive_timeout_s, server_header=False, date_header=False, **kw)
 
 
 def _startup_error(app: Any) -> BaseException | None:
@@ -139,8 +143,9 @@ def run(workspace: Workspace, endpoints: list[str], settings: ServeSettings, *, 
             "settings": {k: v for k, v in settings.to_dict().items() if k != "extra"},
         })
         uvicorn.run("loopml.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    loop="uvloop", http="httptools", lifespan="on", log_level=log_level, access_log=False,
-                    server_header=False, date_header=False, timeout_graceful_shutdown=30)
+                    loop="uvloop", http=PROTOCOL, lifespan="on", log_level=log_level, access_log=False,
+                    server_header=False, date_header=False, timeout_graceful_shutdown=30,
+                    timeout_keep_alive=settings.keepalive_timeout_s)
         return
     sock = bind_socket(host, port)
     app = build_app(workspace, specs, settings)

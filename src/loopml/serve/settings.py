@@ -21,8 +21,20 @@ SERVING_ENV = {
     "workers": "LOOPML_SERVE_WORKERS",
     "max_batch_size": "LOOPML_SERVE_MAX_BATCH_SIZE",
     "max_delay_ms": "LOOPML_SERVE_MAX_DELAY_MS",
+    "max_queue_rows": "LOOPML_SERVE_MAX_QUEUE_ROWS",
+    "max_inflight": "LOOPML_SERVE_MAX_INFLIGHT",
+    "deadline_ms": "LOOPML_SERVE_DEADLINE_MS",
+    "max_connections": "LOOPML_SERVE_MAX_CONNECTIONS",
+    "max_header_bytes": "LOOPML_SERVE_MAX_HEADER_BYTES",
+    "header_timeout_s": "LOOPML_SERVE_HEADER_TIMEOUT_S",
+    "body_timeout_s": "LOOPML_SERVE_BODY_TIMEOUT_S",
+    "keepalive_timeout_s": "LOOPML_SERVE_KEEPALIVE_TIMEOUT_S",
+    "max_request_id": "LOOPML_SERVE_MAX_REQUEST_ID",
     "allow_unsafe_pickle": "LOOPML_ALLOW_UNSAFE_PICKLE",
 }
+# the ServingSpec fields that are also ServeSettings fields (everything but where to listen)
+TUNING = ("max_batch_size", "max_delay_ms", "max_queue_rows", "max_inflight", "deadline_ms", "max_connections",
+          "max_header_bytes", "header_timeout_s", "body_timeout_s", "keepalive_timeout_s", "max_request_id")
 UNSAFE_PICKLE_ENV = SERVING_ENV["allow_unsafe_pickle"]  # read by the registry when it loads a model file
 
 _NAME = r"[A-Za-z0-9_.\-]+"
@@ -97,11 +109,23 @@ _CONSTRAINTS = {
     "max_batch_size": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
     "max_delay_ms": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
     "max_queue_rows": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    "max_inflight": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0 (0: no bound)"),
+    "deadline_ms": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0 (0: no default deadline)"),
+    "max_connections": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    "max_header_bytes": (lambda v: isinstance(v, int) and v >= 1024, "an int >= 1024"),
+    "header_timeout_s": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "body_timeout_s": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "keepalive_timeout_s": (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0"),
+    "max_request_id": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
     "max_body_bytes": (lambda v: isinstance(v, int) and v >= 1024, "an int >= 1024"),
     "max_rows": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
     "poll_interval_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0 (0 disables polling)"),
     "drain_timeout_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
 }
+
+
+def _spec_default(name: str):
+    return ServingSpec.model_fields[name].default
 
 
 @dataclass(frozen=True)
@@ -113,11 +137,19 @@ class ServeSettings:
     API and leaves inference open.
     """
 
-    # batching defaults are the spec's (ServingSpec), so a server started without a spec
-    # batches exactly as one whose loopml.yaml leaves them out
-    max_batch_size: int = ServingSpec.model_fields["max_batch_size"].default
-    max_delay_ms: float = ServingSpec.model_fields["max_delay_ms"].default
-    max_queue_rows: int = 4096
+    # batching, admission and connection defaults are the spec's (ServingSpec), so a server
+    # started without a spec behaves exactly as one whose loopml.yaml leaves them out
+    max_batch_size: int = _spec_default("max_batch_size")
+    max_delay_ms: float = _spec_default("max_delay_ms")
+    max_queue_rows: int = _spec_default("max_queue_rows")
+    max_inflight: int = _spec_default("max_inflight")
+    deadline_ms: float = _spec_default("deadline_ms")
+    max_connections: int = _spec_default("max_connections")
+    max_header_bytes: int = _spec_default("max_header_bytes")
+    header_timeout_s: float = _spec_default("header_timeout_s")
+    body_timeout_s: float = _spec_default("body_timeout_s")
+    keepalive_timeout_s: float = _spec_default("keepalive_timeout_s")
+    max_request_id: int = _spec_default("max_request_id")
     max_body_bytes: int = 10 * 1024 * 1024
     max_rows: int = 10_000
     poll_interval_s: float = 2.0
@@ -142,7 +174,7 @@ class ServeSettings:
     @classmethod
     def for_serving(cls, serving: ServingSpec, **overrides) -> "ServeSettings":
         """Settings for a server run with the (resolved) ``serving`` section of a spec."""
-        return cls.from_env(max_batch_size=serving.max_batch_size, max_delay_ms=serving.max_delay_ms, **overrides)
+        return cls.from_env(**{**{k: getattr(serving, k) for k in TUNING}, **overrides})
 
     def with_(self, **changes) -> "ServeSettings":
         return replace(self, **changes).validate()
