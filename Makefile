@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-serve bench-drift
+.PHONY: demo test setup clean bench-serve bench-drift bench-overload
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ bench-serve: $(STAMP)
 
 bench-drift: $(STAMP)
 	$(PY) benchmarks/drift_bench.py
+
+bench-overload: $(STAMP)
+	$(PY) benchmarks/overload_bench.py
 
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info
