@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-overload
+.PHONY: demo test setup clean bench-serve bench-drift bench-overload bench-predlog
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench-drift: $(STAMP)
 
 bench-overload: $(STAMP)
 	$(PY) benchmarks/overload_bench.py
+
+bench-predlog: $(STAMP)
+	$(PY) benchmarks/predlog_bench.py
 
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info

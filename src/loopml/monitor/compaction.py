@@ -40,6 +40,7 @@ from loopml.monitor.logfiles import (COMPACTED_PREFIX, JOURNAL, LOCK, LogFile, f
 
 HOUR_MS = 3_600_000
 MAX_INPUTS = 2000  # files per replacement: bounds memory and the journal after a long outage
+ROW_GROUP = 65_536  # rows per row group of a compacted file (parts hold a second's rows each)
 
 
 class SimulatedCrash(RuntimeError):
@@ -193,6 +194,7 @@ def _write_merged(hour_folder: Path, sources: list) -> tuple[Path, Path]:
     hour_folder.mkdir(parents=True, exist_ok=True)
     tmp = hour_folder / f".{COMPACTED_PREFIX}{os.getpid()}-{time.time_ns()}.tmp"
     rows, lo, hi = 0, None, None
+    buf: list = []
     with open(tmp, "wb") as fh:
         with pq.ParquetWriter(fh, schema) as writer:
             for path, mask in sources:
@@ -203,7 +205,12 @@ def _write_merged(hour_folder: Path, sources: list) -> tuple[Path, Path]:
                 a, b = ts_range_ms(table)
                 lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
                 rows += table.num_rows
-                writer.write_table(table)
+                buf.append(table)
+                if sum(t.num_rows for t in buf) >= ROW_GROUP:  # few large row groups: fast scans
+                    writer.write_table(pa.concat_tables(buf).combine_chunks(), row_group_size=ROW_GROUP)
+                    buf = []
+            if buf:
+                writer.write_table(pa.concat_tables(buf).combine_chunks(), row_group_size=ROW_GROUP)
         fh.flush()
         os.fsync(fh.fileno())
     return tmp, hour_folder / file_name(COMPACTED_PREFIX, lo or 0, hi or 0, rows)
