@@ -48,3 +48,26 @@ def test_the_input_example_is_the_smoke_row_when_the_source_has_one():
     reg.examples[("cat", "1")] = pd.DataFrame({"c": ["a", "b"]})
     rt = ModelRuntime(reg, reg.resolve("cat")).load()
     assert rt.predict_sync(rt.smoke_rows()[0]).predict.tolist() == [0, 1]
+
+
+def test_a_classifier_with_text_inputs_predicts_in_one_pass_and_agrees_with_sklearn(registered_model):
+    """The demo model (HistGradientBoosting behind a ColumnTransformer with text columns) cannot
+    take the float fast lane; its class must still come from the one predict_proba pass (half
+    the tree work), checked on the smoke rows, and equal scikit-learn's own predict."""
+    import numpy as np
+    import pandas as pd
+
+    from loopml.registry.client import Registry
+    from loopml.serve.runtime import ModelRuntime, Rows
+
+    ws, name = registered_model
+    reg = Registry(ws)
+    ref = reg.resolve(name)
+    rt = ModelRuntime(reg, ref, predict_in_thread=False).load()
+    assert not rt.fast and rt.argmax_predict
+    example = pd.DataFrame(reg.input_example(ref))
+    native = reg.load_native(ref)
+    rows = Rows({c: example[c].to_numpy() for c in rt.column_names}, len(example))
+    pred = rt.predict_sync(rows)
+    assert np.array_equal(pred.predict, native.predict(example[rt.column_names]))
+    assert np.allclose(pred.proba, native.predict_proba(example[rt.column_names]))

@@ -174,7 +174,8 @@ class ModelRuntime:
         classes = getattr(self._tail, "classes_", None)
         if classes is not None and hasattr(self._tail, "predict_proba"):
             self.classes = np.asarray(classes)
-        self.argmax_predict = type(self._tail).__name__ in ARGMAX_CLASSIFIERS and self.classes is not None
+        want_argmax = type(self._tail).__name__ in ARGMAX_CLASSIFIERS and self.classes is not None
+        self.argmax_predict = want_argmax
         self.fast = self._fast_lane_agrees()
         if self.fast and self.use_compiled:
             # validation-free NumPy for known linear pipelines; adopted only if it matches
@@ -185,8 +186,19 @@ class ModelRuntime:
             if head is not None:
                 self.compiled = compile_pipeline(head, self._tail, len(self.inputs))
         self.smoke_check()
+        if want_argmax and not self.argmax_predict and not self.fast:
+            # Inputs the fast lane cannot take (text columns) skipped its argmax probe; the
+            # smoke rows decide instead, so such models also predict with one pass, not two.
+            self.argmax_predict = self._argmax_agrees(self.smoke_rows()[0])
         self.load_seconds = time.perf_counter() - t0
         return self
+
+    def _argmax_agrees(self, rows: Rows) -> bool:
+        try:
+            slow = self._predict_on(self.frame(rows))
+        except Exception:  # noqa: BLE001 - keep the two-call path
+            return False
+        return slow.proba is not None and bool(np.array_equal(slow.predict, self.classes[np.argmax(slow.proba, axis=1)]))
 
     def _fast_lane_agrees(self) -> bool:
         """True when every input is numeric and the model gives the same answers on a plain
