@@ -32,5 +32,8 @@ bench-overload: $(STAMP)
 bench-predlog: $(STAMP)
 	$(PY) benchmarks/predlog_bench.py
 
+bench-predict: $(STAMP)
+	$(PY) benchmarks/batch_predict_bench.py
+
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info
