@@ -21,15 +21,41 @@ rollout_app = typer.Typer(help="Inspect or steer the rollout in progress.", no_a
 def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
        port: Annotated[Optional[int], typer.Option(help="Server port (default: the spec's serving.port).")] = None,
        run_for: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None) -> None:
-    """Start the server and the controller for the project (retrain, gate, progressive rollout)."""
-    from loopml.loop.admin_client import ServerClient
-    from loopml.loop.controller import Controller
-    from loopml.loop.server_process import ServerProcess, admin_token
-    from loopml.registry.client import Registry
+    """Start the server and the controller for the project (retrain, gate, progressive rollout).
+
+    One controller per workspace: a second ``loopml up`` exits 2 naming the running one. The
+    server is supervised: when it dies it is restarted with backoff (see ``loopml status``)."""
+    from loopml.loop.lock import ControllerLock
     from loopml.spec import load_spec
 
     spec = load_spec(project)
     ws = workspace(home, tracking_uri)
+    lock = ControllerLock(ws, project).acquire()  # before anything else: ControllerRunning exits 2
+    try:
+        _up(spec, ws, project, port, run_for)
+    finally:
+        lock.release()
+
+
+def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float]) -> None:
+    import os
+
+    from rich.markup import escape
+
+    from loopml.errors import ServeError
+    from loopml.loop.admin_client import ServerClient
+    from loopml.loop.controller import Controller
+    from loopml.loop.server_process import ServerProcess, admin_token
+    from loopml.loop.supervisor import Supervisor
+    from loopml.registry.client import Registry
+    from loopml.serve.settings import UNSAFE_PICKLE_ENV, resolve_serving
+
+    serving = resolve_serving({"port": port}, spec.serving)  # --port > LOOPML_SERVE_* > spec (#8)
+    if serving.allow_unsafe_pickle:
+        # this process checks versions too (pipeline, latency gate, alias moves), not only the server
+        os.environ[UNSAFE_PICKLE_ENV] = "1"
+        console.log("UNSAFE: pickle model files are allowed (serving.allow_unsafe_pickle); they run arbitrary "
+                    "code when loaded")
     token = admin_token(ws)
     if Registry(ws).try_resolve(spec.name) is None:
         console.log(f"no champion for {spec.name} yet: running the pipeline first")
@@ -38,21 +64,24 @@ def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: Trac
         _progress_pipeline(spec, ws, project)
     server = ServerProcess.adopt(ws)
     started = False
+    if server is not None:
+        server.token = token
+        try:  # alive, maybe still starting (its controller was killed meanwhile): wait for it
+            server.wait_ready(timeout=90)
+            console.log(f"adopted the running server at {server.url} (pid {server.pid})")
+        except ServeError as exc:
+            console.log(f"the recorded server (pid {server.pid}) is not answering ({exc}): replacing it")
+            server.stop()
+            server = None
     if server is None:
-        from loopml.serve.settings import resolve_serving
-
-        serving = resolve_serving({"port": port}, spec.serving)  # --port > LOOPML_SERVE_* > spec (#8)
         server = ServerProcess(ws, [f"{spec.name}@champion"], host=serving.host, port=serving.port, token=token,
                                project=project).start()
         started = True
         console.log(f"serving {spec.name}@champion at {server.url}")
-    else:
-        console.log(f"adopted the running server at {server.url} (pid {server.pid})")
+    supervisor = Supervisor(server, spec.name, say=lambda msg: console.log(escape(msg))).start()
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__("now", True))
     deadline = time.monotonic() + run_for if run_for else None
-    from rich.markup import escape
-
     # the controller re-reads loopml.yaml from this folder when it is edited (validated first)
     project_dir = project if project.is_dir() else project.parent
     ctl = Controller(spec, ws, ServerClient(server.url, token), project_dir=project_dir,
@@ -62,7 +91,8 @@ def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: Trac
     except KeyboardInterrupt:
         pass
     finally:
-        if started:
+        supervisor.stop()
+        if started or supervisor.restarts:  # a server this controller started (or restarted) stops with it
             server.stop()
             console.log("server stopped")
 
@@ -108,7 +138,7 @@ def _status(project: Path, home, tracking_uri) -> dict:
     server = ServerProcess.adopt(ws)
     out["server"] = None
     if server is not None:
-        out["server"] = {"url": server.url, "pid": server.pid}
+        out["server"] = {"url": server.url, "pid": server.pid, "ready": server.healthy(timeout=2.0)}
         try:
             out["served"] = ServerClient(server.url, admin_token(ws, create=False)).describe(spec.name)
         except LoopmlError as exc:
@@ -121,8 +151,21 @@ def _status(project: Path, home, tracking_uri) -> dict:
     out["controller"] = {"error": store.get(f"controller.error.{spec.name}"),
                          "spec": store.get(f"controller.spec.{spec.name}")}
     out["retries"] = [r.to_dict() for r in store.retries(spec.name)]
+    out["supervisor"] = _supervision(ws, store)
     out["alerts"] = _open_alerts(ws, spec.name)
     return out
+
+
+def _supervision(ws, store) -> dict:
+    """The running controller (from its lock) and what its supervisor did to the server."""
+    from loopml.loop.lock import ControllerLock
+    from loopml.loop.server_process import _alive
+    from loopml.loop.supervisor import STATE_KEY
+
+    holder = ControllerLock(ws).holder()
+    running = holder if holder.get("pid") and _alive(int(holder["pid"])) else None
+    return {"controller": running, "server": store.get(STATE_KEY) if running else None,
+            "total_restarts": (store.get(STATE_KEY) or {}).get("total_restarts", 0)}
 
 
 def _open_alerts(ws, model: str) -> list:
@@ -133,13 +176,24 @@ def _open_alerts(ws, model: str) -> list:
 
 
 def _render(s: dict) -> Table:
+    from rich.markup import escape  # errors quote paths and [brackets]
+
     t = Table(title=f"loopml status: {s['model']}", show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value", overflow="fold")
     t.add_row("versions", ", ".join(f"v{v['version']}" + (f" ({','.join(v['aliases'])})" if v["aliases"] else "")
                                     + (f" {v['rollout']}" if v["rollout"] else "") for v in s["versions"]) or "-")
+    sup = s.get("supervisor") or {}
+    watch = sup.get("server") or {}
+    restarts = (f"; restarted {sup['total_restarts']}x, last: {watch.get('reason') or 'unknown'}"
+                if sup.get("total_restarts") else "")
     if s["server"] is None:
-        t.add_row("server", "not running (start it with 'loopml up')")
+        if watch.get("state") == "down":
+            nxt = f"; restart at {_clock(watch['next_try'])}" if watch.get("next_try") else ""
+            t.add_row("server", escape(f"DOWN since {_clock(watch['down_since'] or watch['ts'])} "
+                                       f"({watch.get('reason')}){nxt}" + (f"; {watch['error']}" if watch.get("error") else "")))
+        else:
+            t.add_row("server", "not running (start it with 'loopml up')")
     else:
         served = s.get("served") or {}
         pol = served.get("policy") or {}
@@ -148,7 +202,8 @@ def _render(s: dict) -> Table:
         split = {"single": f"100% v{prim}", "shadow": f"100% v{prim}, shadow to v{chal}",
                  "canary": f"{1 - pol.get('weight', 0):.0%} v{prim} / {pol.get('weight', 0):.0%} v{chal}",
                  "ab": f"A/B by {pol.get('key')}: {pol.get('weight', 0):.0%} to v{chal}"}.get(pol.get("kind"), str(served))
-        t.add_row("server", f"{s['server']['url']} (pid {s['server']['pid']})")
+        t.add_row("server", escape(f"{s['server']['url']} (pid {s['server']['pid']}"
+                                   + ("" if s["server"].get("ready", True) else ", starting") + ")" + restarts))
         t.add_row("traffic", split)
     r = s.get("rollout")
     if r:
@@ -158,9 +213,10 @@ def _render(s: dict) -> Table:
     else:
         t.add_row("rollout", "none in progress")
     t.add_row("triggers", "\n".join(f"#{x['id']} {x['kind']} ({x['status']}) {x['cause']}" for x in s["triggers"]) or "-")
-    from rich.markup import escape  # errors quote paths and [brackets]
-
     ctl = s.get("controller") or {}
+    if sup.get("controller"):
+        c = sup["controller"]
+        t.add_row("controller", f"running (pid {c['pid']}, started at {c.get('started_at')})")
     if ctl.get("error"):
         e = ctl["error"]
         t.add_row("controller", escape(f"tick failing ({e['failures']} in a row): {e['error']}; next try at {_clock(e['next_try'])}"))

@@ -80,6 +80,10 @@ class ControllerLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)  # a clean exit leaves no holder to name (a killed one a dead pid)
+            except OSError:
+                pass
             os.close(self._fd)  # closing the file drops the flock
             self._fd = None
 

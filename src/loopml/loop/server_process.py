@@ -1,10 +1,13 @@
 """``loopml serve`` as a managed child process, found again after a controller restart.
 
-The running server is recorded in ``<home>/run/server.json`` (pid, url). A controller that
-starts while a recorded server is alive and healthy adopts it instead of starting another,
-so killing the controller never takes the served model down. The admin token lives in
-``<home>/run/admin.token`` (mode 0600) unless ``LOOPML_ADMIN_TOKEN`` is set; it is passed to
-the server through its environment and never printed.
+The running server is recorded in ``<home>/run/server.json`` (pid, url, how it was started)
+from the moment it is spawned, with ``state`` "starting" and then "ready". A controller that
+starts while a recorded server is alive adopts it instead of starting another, so killing the
+controller never takes the served model down, and a controller killed while its server was
+still starting does not leave an unrecorded server holding the port (the next one adopts it
+and waits for it). The admin token lives in ``<home>/run/admin.token`` (mode 0600) unless
+``LOOPML_ADMIN_TOKEN`` is set; it is passed to the server through its environment and never
+printed. :mod:`loopml.loop.supervisor` restarts a server that dies.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from loopml.config import Workspace
 from loopml.errors import PortInUse, ServeError
@@ -68,11 +72,40 @@ def port_free(host: str, port: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie (dead, not yet reaped by a parent that is not us) is not."""
     try:
         os.kill(pid, 0)
-    except OSError:
+    except ProcessLookupError:
         return False
-    return True
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(0) is all we know
+
+
+def _is_server(pid: int) -> bool:
+    """Guard against pid reuse: the process of a recorded pid runs ``loopml ... serve``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = fh.read().split(b"\0")
+    except OSError:
+        return True  # cannot tell (not Linux): trust the record
+    return any(b"loopml" in a for a in args) and b"serve" in args
+
+
+def describe_exit(returncode: int | None) -> str:
+    """"killed by SIGKILL", "exited with code 1", or "exited" when it was not our child."""
+    if returncode is None:
+        return "exited (status unknown: not a child of this controller)"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 class ServerProcess:
@@ -85,12 +118,13 @@ class ServerProcess:
         (batching, workers, allow_unsafe_pickle), through ``loopml serve --project``."""
         self.workspace, self.models, self.host = workspace, models, host
         self.project = Path(project).resolve() if project is not None else None
-        self.port = check_port(port) or free_port()
+        self.port = check_port(port) or free_port()  # fixed now: a restarted server binds the same port
         self.poll_interval, self.token = poll_interval, token
         self.extra_args = extra_args or []
         self.env = env or {}
         self.pid: int | None = None
         self.proc: subprocess.Popen | None = None
+        self.started_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -102,23 +136,21 @@ class ServerProcess:
 
     @classmethod
     def adopt(cls, workspace: Workspace) -> "ServerProcess | None":
-        """The server a previous ``loopml up`` left running for this workspace, if it is alive."""
-        import httpx
-
+        """The server a previous ``loopml up`` left running for this workspace, if it is alive
+        (ready or still starting: :meth:`wait_ready` tells)."""
         path = run_dir(workspace) / "server.json"
-        if not path.exists():
-            return None
-        info = json.loads(path.read_text())
-        if not _alive(int(info["pid"])):
-            return None
-        sp = cls(workspace, info["models"], host=info["host"], port=int(info["port"]))
-        sp.pid = int(info["pid"])
         try:
-            if httpx.get(f"{sp.url}/v2/health/live", timeout=2).status_code == 200:
-                return sp
-        except httpx.HTTPError:
-            pass
-        return None
+            info = json.loads(path.read_text())
+            pid = int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not (_alive(pid) and _is_server(pid)):
+            return None
+        sp = cls(workspace, info["models"], host=info["host"], port=int(info["port"]),
+                 poll_interval=float(info.get("poll_interval", 1.0)), extra_args=info.get("extra_args"),
+                 project=info.get("project"))
+        sp.pid, sp.started_at = pid, info.get("started")
+        return sp
 
     def command(self) -> list[str]:
         """The ``loopml serve`` command line of this server."""
@@ -131,9 +163,34 @@ class ServerProcess:
             cmd += ["-m", m]
         return cmd
 
-    def start(self, timeout: float = 90.0) -> "ServerProcess":
+    def alive(self) -> bool:
+        """Whether the server process runs (our child: reaped here, so a dead one is seen dead)."""
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _alive(self.pid)
+
+    def exit_reason(self) -> str:
+        return describe_exit(self.proc.returncode if self.proc is not None else None)
+
+    def healthy(self, path: str = "/v2/health/ready", timeout: float = 1.0) -> bool:
         import httpx
 
+        try:
+            return httpx.get(f"{self.url}{path}", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _write_record(self, state: str) -> None:
+        from loopml.fileio import atomic_write_json
+
+        atomic_write_json(self.record, {
+            "pid": self.pid, "host": self.host, "port": self.port, "models": self.models, "url": self.url,
+            "project": str(self.project) if self.project else None, "poll_interval": self.poll_interval,
+            "extra_args": self.extra_args, "state": state, "started": self.started_at})
+
+    def start(self, timeout: float = 90.0, abort: Callable[[], bool] | None = None) -> "ServerProcess":
+        """Spawn the server and wait until it is ready. ``abort`` ends the wait early (the
+        server is stopped); so does the server exiting or ``timeout``."""
         if not port_free(self.host, self.port):
             raise PortInUse(self.host, self.port)
         cmd = self.command()
@@ -145,34 +202,42 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
-        self.pid = self.proc.pid
+        self.pid, self.started_at = self.proc.pid, time.time()
+        # recorded before it is ready: a controller killed now leaves a server the next one adopts
+        self._write_record("starting")
+        try:
+            self.wait_ready(timeout, abort)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_record("ready")
+        return self
+
+    def wait_ready(self, timeout: float = 90.0, abort: Callable[[], bool] | None = None) -> "ServerProcess":
+        """Wait for ``/v2/health/ready``; ServeError when the server exits, ``abort`` or ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServeError(f"the server exited with code {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1.0).status_code == 200:
-                    self.record.write_text(json.dumps({"pid": self.pid, "host": self.host, "port": self.port,
-                                                       "models": self.models, "url": self.url}))
-                    return self
-            except httpx.HTTPError:
-                pass
+            if not self.alive():
+                where = f"; see {self.log_path}" if getattr(self, "log_path", None) else ""
+                raise ServeError(f"the server {self.exit_reason()}{where}")
+            if abort is not None and abort():
+                raise ServeError("stopped while the server was starting")
+            if self.healthy():
+                return self
             time.sleep(0.2)
-        self.stop()
-        raise ServeError(f"the server did not become ready within {timeout:.0f} s; see {self.log_path}")
+        where = f"; see {self.log_path}" if getattr(self, "log_path", None) else ""
+        raise ServeError(f"the server did not become ready within {timeout:.0f} s{where}")
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.pid and _alive(self.pid):
-            os.kill(self.pid, signal.SIGTERM)
+        if self.pid and self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                if self.proc is not None:
-                    if self.proc.poll() is not None:
-                        break
-                elif not _alive(self.pid):
-                    break
+            while time.monotonic() < end and self.alive():
                 time.sleep(0.05)
-            else:
+            if self.alive():
                 os.kill(self.pid, signal.SIGKILL)
             if self.proc is not None:
                 self.proc.wait()
