@@ -292,7 +292,7 @@ class TrainingSpec(_Strict):
     """``training``: where the model is fitted. ``backend: local`` fits in-process; ``ray`` hands
     the fit to Ray (a torch model to Ray Train's TorchTrainer with ``workers`` DDP workers over
     gloo, checkpointing every ``checkpoint_every`` epochs and restarting up to ``max_failures``
-    times from the last checkpoint; an sklearn estimator to one Ray task). ``ray_address``
+    times from the last checkpoint; torch models only). ``ray_address``
     (else ``LOOPML_RAY_ADDRESS``) names a running cluster; with neither loopml starts a local
     Ray on this machine's cores and stops it after."""
 
@@ -302,66 +302,6 @@ class TrainingSpec(_Strict):
     max_failures: int = Field(2, ge=-1)  # -1: retry without limit (Ray's convention)
     checkpoint_every: int = Field(1, ge=1)
     ray_address: str | None = None
-
-
-class SearchDimension(_Strict):
-    """One dimension of ``tuning.search_space``: exactly one of uniform/loguniform/randint
-    ([low, high]) or choice ([values])."""
-
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    randint: tuple[int, int] | None = None
-    choice: list[Any] | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "SearchDimension":
-        given = [k for k in ("uniform", "loguniform", "randint", "choice") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of uniform, loguniform, randint ([low, high]) or choice ([values])")
-        low_high = getattr(self, given[0])
-        if given[0] != "choice" and not low_high[0] < low_high[1]:
-            raise ValueError(f"{given[0]}: low must be below high, got {list(low_high)}")
-        if given[0] == "loguniform" and low_high[0] <= 0:
-            raise ValueError("loguniform: low must be above 0")
-        if given[0] == "choice" and not low_high:
-            raise ValueError("choice: give at least one value")
-        return self
-
-
-# what a search_space key may name besides params.<name> (torch models only)
-TUNABLE_TORCH = ("lr", "weight_decay", "batch_size", "epochs")
-
-
-class TuningSpec(_Strict):
-    """``tuning``: a Ray Tune search run by ``loopml tune``. Keys of ``search_space`` are
-    ``params.<name>`` (the estimator's or module's parameter) or, for torch, one of lr,
-    weight_decay, batch_size, epochs. Each trial is scored on a validation split of the training
-    split (never the holdout the gate uses) by ``metric`` (default: evaluation.primary_metric);
-    the best configuration is retrained and gated like any challenger."""
-
-    search_space: dict[str, SearchDimension] = {}
-    num_samples: int = Field(8, ge=1)
-    metric: str | None = None
-    mode: Literal["max", "min"] | None = None  # default: the metric's direction
-    scheduler: Literal["asha", "none"] = "asha"
-    max_concurrent: int = Field(2, ge=1)
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
-
-
-def _tuning_problems(spec: "ProjectSpec") -> list[str | None]:
-    t = spec.tuning
-    problems: list[str | None] = []
-    if t.metric is not None:
-        problems.append(_metric_problem("tuning.metric", t.metric, spec.task))
-    for key in t.search_space:
-        if key.startswith("params.") and len(key) > len("params."):
-            continue
-        if key in TUNABLE_TORCH and spec.model.kind == "torch":
-            continue
-        allowed = "params.<name>" + (", " + ", ".join(TUNABLE_TORCH) if spec.model.kind == "torch" else "")
-        problems.append(f"tuning.search_space.{key}: not a tunable setting; use {allowed}"
-                        f"{_did_you_mean(key, ['params.' + key, *TUNABLE_TORCH])}")
-    return problems
 
 
 class ProjectSpec(_Strict):
@@ -379,7 +319,6 @@ class ProjectSpec(_Strict):
     triggers: TriggerSpec = TriggerSpec()
     retrain: RetrainSpec = RetrainSpec()
     training: TrainingSpec = TrainingSpec()
-    tuning: TuningSpec = TuningSpec()
 
     @model_validator(mode="after")
     def _defaults(self) -> "ProjectSpec":
@@ -497,7 +436,9 @@ def _semantic_problems(spec: ProjectSpec) -> list[str]:
             if name not in spec.data.features:
                 problems.append(f"monitoring.features.{name}: not one of data.features"
                                 f"{_did_you_mean(name, spec.data.features)}")
-    problems += _tuning_problems(spec)
+    if spec.training.backend == "ray" and spec.model.kind != "torch":
+        problems.append("training.backend: ray trains torch models (model.kind: torch); an sklearn estimator "
+                        "trains in-process, so use backend: local")
     return [p for p in problems if p]
 
 

@@ -130,7 +130,7 @@ def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, au
             run.log_dataset(split.train.head(1000), source=snap.source, name=snap.id, context="training")
             on_step("train", f"fitting {spec.model.ref} on {len(split.train)} rows"
                     + (f" on Ray ({spec.training.workers} workers)" if spec.training.backend == "ray" else ""))
-            trained = train_model(spec, split.train, run)
+            trained = train_model(spec, split.train, run, workspace=workspace)
             run.log_params({**trained.params, "estimator": spec.model.ref, "train_rows": trained.train_rows,
                             "features": ",".join(trained.features)})
 

@@ -2,7 +2,8 @@
 
 A trainer is anything with ``fit(spec, train, run) -> TrainedModel``. ``run`` is the
 tracking run the pipeline opened (``log_params``/``log_metrics``/``set_tags``), or None when
-nothing is tracked (tests, tuning trials). Built-ins are picked by ``model.kind`` and imported
+nothing is tracked (tests, tuning trials); ``workspace`` (default: from the environment) is
+where a distributed back end keeps checkpoints. Built-ins are picked by ``model.kind`` and imported
 only when used, so this module imports nothing heavy: ``sklearn`` (scikit-learn estimator by
 import path, :mod:`loopml.train.sklearn_trainer`) and ``torch`` (a PyTorch module on tabular
 data, :mod:`loopml.train.torch_trainer`).
@@ -49,7 +50,8 @@ class RunLike(Protocol):
 
 
 class Trainer(Protocol):
-    def fit(self, spec: "ProjectSpec", train: "pd.DataFrame", run: RunLike | None = None) -> TrainedModel: ...
+    def fit(self, spec: "ProjectSpec", train: "pd.DataFrame", run: RunLike | None = None, *,
+            workspace: Any = None) -> TrainedModel: ...
 
 
 # model.kind -> "module:Class" of its trainer (imported on use)

@@ -1,5 +1,5 @@
 """The scikit-learn trainer: the spec's estimator, by import path, inside the preprocessing
-pipeline, fitted in-process (or in one Ray task with ``training.backend: ray``)."""
+pipeline, fitted in-process."""
 
 from __future__ import annotations
 
@@ -32,19 +32,14 @@ class SklearnTrainer:
             est.set_params(random_state=spec.data.split.seed)
         return make_pipeline(est, numeric, categorical, spec.model.preprocess), est, features, numeric, categorical
 
-    def fit(self, spec: Any, train: pd.DataFrame, run: RunLike | None = None,
+    def fit(self, spec: Any, train: pd.DataFrame, run: RunLike | None = None, *, workspace: Any = None,
             params: dict[str, Any] | None = None) -> TrainedModel:
         from loopml.train.trainer import coerce_features, target_of
 
         model, est, features, numeric, categorical = self.build(spec, train, params)
         X = coerce_features(train[features], numeric, categorical)
         y = target_of(spec, train)
-        if spec.training.backend == "ray":
-            from loopml.train.ray_backend import fit_in_ray_task
-
-            model = fit_in_ray_task(spec, model, X, y)
-        else:
-            _fit(spec, model, X, y)
+        _fit(spec, model, X, y)
         return TrainedModel(model, FLAVOR_SKLEARN, features, numeric, categorical, est.get_params(), len(train))
 
 

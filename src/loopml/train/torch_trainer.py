@@ -119,7 +119,7 @@ class TorchTrainer:
     def check_spec(spec: Any, source: str) -> None:
         build_module(spec.model.module, 4, 2, dict(spec.model.params), source=source)
 
-    def fit(self, spec: Any, train: pd.DataFrame, run: RunLike | None = None,
+    def fit(self, spec: Any, train: pd.DataFrame, run: RunLike | None = None, *, workspace: Any = None,
             params: dict[str, Any] | None = None, loop: dict[str, Any] | None = None) -> TrainedModel:
         import torch
 
@@ -134,7 +134,7 @@ class TorchTrainer:
         if spec.training.backend == "ray":
             from loopml.train.ray_backend import fit_torch_on_ray
 
-            best_state, history = fit_torch_on_ray(spec, data, cfg, init, run)
+            best_state, history = fit_torch_on_ray(spec, data, cfg, init, run, workspace)
             module = build_module(spec.model.module, **_split_init(init))
         else:
             torch.manual_seed(cfg.seed)

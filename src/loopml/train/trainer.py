@@ -61,9 +61,10 @@ def target_of(spec: ProjectSpec, train: pd.DataFrame) -> pd.Series:
     return y
 
 
-def train_model(spec: ProjectSpec, train: pd.DataFrame, run: RunLike | None = None) -> TrainedModel:
+def train_model(spec: ProjectSpec, train: pd.DataFrame, run: RunLike | None = None, *,
+                workspace: Any = None) -> TrainedModel:
     """Fit the spec's model with the trainer of ``model.kind`` (see loopml.train.contract)."""
-    return trainer_for(spec).fit(spec, train, run)
+    return trainer_for(spec).fit(spec, train, run, workspace=workspace)
 
 
 def coerce_features(X: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
