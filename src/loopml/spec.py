@@ -159,7 +159,7 @@ class ServingSpec(_Strict):
     allow_unsafe_pickle: bool = False
     # Admission, limits and timeouts: docs/reliability.md says why each default (issue #9).
     max_queue_rows: int = Field(4096, ge=1)  # rows waiting in one model's batching queue
-    max_inflight: int = Field(256, ge=0)  # requests admitted per model at once (0: no bound)
+    max_inflight: int = Field(128, ge=0)  # requests admitted per model at once: 2 x max_batch_size (0: no bound)
     deadline_ms: float = Field(15000.0, ge=0)  # per request unless x-loopml-deadline-ms (0: none)
     max_connections: int = Field(2048, ge=1)  # open connections per process
     max_header_bytes: int = Field(32768, ge=1024)  # request line + headers (431 past it)

@@ -26,7 +26,7 @@ def serve(
     max_batch_size: Annotated[Optional[int], typer.Option(help="Most rows per predict call (default: serving.max_batch_size, 64).")] = None,
     max_delay_ms: Annotated[Optional[float], typer.Option(help="Longest wait for a batch to fill (default: serving.max_delay_ms, 1).")] = None,
     max_queue_rows: Annotated[Optional[int], typer.Option(help="Rows queued per model before 503 (default: serving.max_queue_rows, 4096).")] = None,
-    max_inflight: Annotated[Optional[int], typer.Option(help="Requests per model handled at once; the next gets 503 + Retry-After before its body is read; 0: no bound (default: serving.max_inflight, 256).")] = None,
+    max_inflight: Annotated[Optional[int], typer.Option(help="Requests per model handled at once; the next gets 503 + Retry-After before its body is read; 0: no bound (default: serving.max_inflight, 128).")] = None,
     deadline_ms: Annotated[Optional[float], typer.Option(help="Deadline of a request without x-loopml-deadline-ms, 504 past it; 0: none (default: serving.deadline_ms, 15000).")] = None,
     max_connections: Annotated[Optional[int], typer.Option(help="Open connections per process; the next gets 503 and is closed (default: serving.max_connections, 2048).")] = None,
     max_header_bytes: Annotated[Optional[int], typer.Option(help="Request line + headers, 431 past it (default: serving.max_header_bytes, 32768).")] = None,

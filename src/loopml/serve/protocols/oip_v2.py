@@ -64,7 +64,34 @@ def _tensor(t: Any, i: int) -> tuple[str, list[int], str, list]:
         data = _flatten(data)
     if len(data) != prod(shape):
         raise BadRequest(f"input '{name}': shape {shape} needs {prod(shape)} values, data has {len(data)}")
+    if datatype in NUMERIC:
+        _check_numbers(name, datatype, data)
     return name, shape, datatype, data
+
+
+# the values an integer datatype can hold; JSON numbers past them are the client's mistake (400)
+INT_RANGE = {t: ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if t[0] == "I" else (0, (1 << b) - 1))
+             for t, b in (("INT8", 8), ("INT16", 16), ("INT32", 32), ("INT64", 64),
+                          ("UINT8", 8), ("UINT16", 16), ("UINT32", 32), ("UINT64", 64))}
+
+
+def _check_numbers(name: str, datatype: str, data: list) -> None:
+    """A numeric tensor holds numbers: no booleans (JSON true is not 1.0 here), and integers
+    within the datatype's range. Other values (strings, nulls) are the signature's business."""
+    if any(type(x) is bool for x in data):
+        raise BadRequest(f"input '{name}': {datatype} data holds a boolean; send numbers, or datatype BOOL")
+    bounds = INT_RANGE.get(datatype)
+    if bounds is not None:
+        # a JSON integer past 64 bits reaches us as a float (orjson), so an integer tensor
+        # refuses floats outright rather than round them into range
+        if any(type(x) is float for x in data):
+            bad = next(x for x in data if type(x) is float)
+            raise BadRequest(f"input '{name}': {datatype} data holds {bad!r}; send integers, or datatype FP64")
+        ints = [x for x in data if type(x) is int]
+        if ints and (min(ints) < bounds[0] or max(ints) > bounds[1]):
+            bad = next(x for x in ints if not bounds[0] <= x <= bounds[1])
+            raise BadRequest(f"input '{name}': {bad} is outside the range of {datatype} "
+                             f"({bounds[0]} to {bounds[1]})")
 
 
 def _check_datatype(runtime: ModelRuntime, column: str, datatype: str) -> None:
