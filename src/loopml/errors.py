@@ -330,3 +330,17 @@ class PredictionNotLogged(LoopmlError):
         super().__init__(f"model '{model}': the prediction could not be written to the prediction log "
                          "(acknowledged mode answers only logged predictions: the log queue is full or the "
                          "disk refused the write); retry the request")
+
+
+# --- model runtimes and ONNX (issue #10) ---
+
+
+class UnsupportedModelFlavor(LoopmlError):
+    """No model runtime takes any flavor of a version's MLmodel file."""
+
+    http_status = 422
+
+    def __init__(self, name: str, version: str, flavors: list[str]) -> None:
+        self.name, self.version, self.flavors = name, version, flavors
+        super().__init__(f"model '{name}' version {version} has flavors {flavors or '(none)'}, which no loopml "
+                         "runtime serves (sklearn, onnx, python_function); log it with one of those flavors")

@@ -513,6 +513,46 @@ class Registry:
         with tempfile.TemporaryDirectory(prefix="loopml-load-") as tmp:
             return self._load_local(ref, tmp)[0]
 
+    # -- files of a version, for the model runtimes and ``loopml optimize`` (#10) -------------
+    def download(self, ref: ModelVersionRef, dst: str, path: str = "") -> str:
+        """Download the version's model folder (or ``path`` inside it) into ``dst``; returns the local path."""
+        return self._download(ref, dst, path)
+
+    def download_run_artifacts(self, ref: ModelVersionRef, path: str, dst: str) -> str:
+        """Download ``path`` from the artifacts of the run that produced the version."""
+        import mlflow.artifacts
+
+        if not ref.run_id:
+            raise ModelCheckFailed(ref.name, str(ref.version), "it has no run to hold its artifacts")
+        with self._guard(translate=self._remote):
+            return mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=path, dst_path=dst,
+                                                       tracking_uri=self.workspace.tracking_uri)
+
+    def log_run_artifacts(self, ref: ModelVersionRef, local_dir: str, path: str) -> None:
+        """Log the files of ``local_dir`` under ``path`` in the artifacts of the version's run."""
+        if not ref.run_id:
+            raise RegistrationError(ref.name, f"version {ref.version} has no run to log artifacts to")
+        self.client.log_artifacts(ref.run_id, local_dir, path)
+
+    def set_version_tags(self, ref: ModelVersionRef, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(ref.name, str(ref.version), k, str(v)[:4000])
+
+    def delete_version_tag(self, ref: ModelVersionRef, key: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # not there: nothing to delete
+            self.client.delete_model_version_tag(ref.name, str(ref.version), key)
+
+    def load_pyfunc(self, ref: ModelVersionRef) -> Any:
+        """The version as an MLflow pyfunc model (any flavor); refuses pickle files unless opted in."""
+        import mlflow.pyfunc
+
+        with tempfile.TemporaryDirectory(prefix="loopml-pyfunc-") as tmp:
+            local = self._download(ref, tmp)
+            self._refuse_unsafe(ref, local)
+            return mlflow.pyfunc.load_model(local)
+
     def check(self, ref: ModelVersionRef) -> None:
         """Load the version and predict on its logged input example (else a row built from its
         signature). A failure tags it ``loopml.status=broken`` and raises ModelCheckFailed.

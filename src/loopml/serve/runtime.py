@@ -11,101 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from loopml.errors import InvalidInput, ModelCheckFailed
+from loopml.errors import InvalidInput, ModelCheckFailed, RegistryUnavailable, UnsafeModelFormat
+from loopml.serve.runtimes.columns import (COLUMN_TYPES, InputColumn, Prediction, Predictor, Rows, _datatype_of,
+                                           _to_column)
 
-# MLflow column type -> (NumPy dtype, OIP datatype)
-COLUMN_TYPES: dict[str, tuple[Any, str]] = {
-    "double": (np.float64, "FP64"),
-    "float": (np.float32, "FP32"),
-    "long": (np.int64, "INT64"),
-    "integer": (np.int32, "INT32"),
-    "boolean": (np.bool_, "BOOL"),
-    "string": (object, "BYTES"),
-    "binary": (object, "BYTES"),
-    "datetime": (object, "BYTES"),
-}
-
-
-@dataclass(slots=True)
-class Rows:
-    """``n`` input rows, as column name -> list (or array) of values, plus per-row ids."""
-
-    columns: dict[str, Any]
-    n: int
-    ids: list[str | None] | None = None
-
-
-@dataclass(slots=True)
-class Prediction:
-    """Outputs for ``n`` rows: ``predict`` (n,) and, for classifiers, ``proba`` (n, k).
-
-    ``inputs`` is what the model saw, typed (the prediction log records it without
-    converting again): an (n, k) float matrix in signature order on the fast lane, else
-    a dict of column name -> 1-d array. Slices leave it out.
-    """
-
-    predict: np.ndarray
-    proba: np.ndarray | None
-    inputs: Any = None
-
-    def slice(self, start: int, stop: int) -> "Prediction":
-        return Prediction(self.predict[start:stop], None if self.proba is None else self.proba[start:stop])
-
-
-class Predictor(Protocol):
-    """What the server calls: the runtime, the batcher and every wrapper satisfy it."""
-
-    async def predict(self, rows: Rows) -> Prediction: ...
-
-
-@dataclass(frozen=True)
-class InputColumn:
-    name: str
-    type: str
-
-    @property
-    def dtype(self):
-        return COLUMN_TYPES.get(self.type, (object, "BYTES"))[0]
-
-    @property
-    def datatype(self) -> str:
-        return COLUMN_TYPES.get(self.type, (object, "BYTES"))[1]
-
-    @property
-    def numeric(self) -> bool:
-        return self.type in ("double", "float", "long", "integer")
-
-
-def _to_column(col: InputColumn, values: Any) -> np.ndarray:
-    """Convert one column's values to its signature dtype, strictly enough to be safe."""
-    try:
-        if col.type in ("long", "integer"):
-            f = np.asarray(values, dtype=np.float64)
-            if f.ndim != 1 or not np.all(np.isfinite(f)) or not np.all(f == np.floor(f)):
-                raise ValueError("not all values are integers")
-            return f.astype(col.dtype)
-        if col.numeric:
-            arr = np.asarray(values, dtype=col.dtype)
-        elif col.type == "boolean":
-            arr = np.asarray(values)
-            if arr.dtype != np.bool_:
-                raise ValueError("not all values are booleans")
-        else:
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = list(values)
-            if not all(v is None or isinstance(v, str) for v in arr):
-                raise ValueError("not all values are strings")
-    except (ValueError, TypeError, OverflowError) as e:
-        raise InvalidInput(f"input '{col.name}' expects {col.type} values: {e}") from None
-    if arr.ndim != 1:
-        raise InvalidInput(f"input '{col.name}' must be one value per row")
-    return arr
-
+__all__ = ["COLUMN_TYPES", "InputColumn", "ModelRuntime", "Prediction", "Predictor", "Rows", "_datatype_of",
+           "_to_column"]
 
 # Classifiers whose ``predict`` is the class of highest ``predict_proba`` (by definition, or
 # through a monotone link: LogisticRegression's sigmoid/softmax of the decision function).
@@ -147,16 +62,47 @@ class ModelRuntime:
         # an escape hatch, and the benchmark's A/B switch
         self.use_compiled = True if use_compiled is None else use_compiled
         self.compiled: Any = None
+        # which runtime serves it ("sklearn", "onnx", "pyfunc"), and why a preferred one gave way
+        self.runtime_name: str | None = None
+        self.fallback_reason: str | None = None
 
     # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> "ModelRuntime":
-        """Load the native model and signature, then check it: a smoke prediction through the
-        serving path on its input example (else a row built from its signature). Raises
-        :class:`~loopml.errors.ModelCheckFailed` when that fails: a version is never served
-        unchecked."""
+        """Pick the model's runtime from its MLmodel file and tags (see
+        :func:`loopml.serve.runtimes.runtimes_for`), load the model and signature, then check
+        it: a smoke prediction through the serving path on its input example (else a row
+        built from its signature). A runtime that fails to load or to pass the check gives
+        way to the next one that takes the version (an ONNX version falls back to its native
+        model, and ``fallback_reason`` says why); when the last fails too this raises
+        :class:`~loopml.errors.ModelCheckFailed`: a version is never served unchecked."""
+        from loopml.serve.runtimes import model_info, runtimes_for
+
         t0 = time.perf_counter()
-        self.model = self.source.load_native(self.ref)
+        info = model_info(self.source, self.ref)
+        candidates = runtimes_for(self.name, self.version, info)
+        for i, kind in enumerate(candidates):
+            try:
+                self._load_with(kind(self.source, self.ref, info))
+                break
+            except (RegistryUnavailable, UnsafeModelFormat):
+                raise  # says nothing about this runtime: the next would fail the same way
+            except Exception as e:  # noqa: BLE001 - try the next runtime; the last one's error is raised
+                if i == len(candidates) - 1:
+                    if isinstance(e, ModelCheckFailed):
+                        raise
+                    reason = " ".join(str(e).split())[:300]
+                    raise ModelCheckFailed(self.name, self.version,
+                                           f"{kind.runtime_name} runtime did not load: {type(e).__name__}: {reason}") from None
+                self.fallback_reason = f"{kind.runtime_name} runtime: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        self.load_seconds = time.perf_counter() - t0
+        return self
+
+    def _load_with(self, kind: Any) -> None:
+        self.model = kind.load().model_
+        self.runtime_name = kind.runtime_name
+        self.compiled = None
+        self.classes = None
         sig = self.source.signature(self.ref) or {}
         inputs = [InputColumn(c["name"], c.get("type", "double")) for c in sig.get("inputs") or [] if c.get("name")]
         if not inputs and hasattr(self.model, "feature_names_in_"):
@@ -190,8 +136,6 @@ class ModelRuntime:
             # Inputs the fast lane cannot take (text columns) skipped its argmax probe; the
             # smoke rows decide instead, so such models also predict with one pass, not two.
             self.argmax_predict = self._argmax_agrees(self.smoke_rows()[0])
-        self.load_seconds = time.perf_counter() - t0
-        return self
 
     def _argmax_agrees(self, rows: Rows) -> bool:
         try:
@@ -332,6 +276,10 @@ class ModelRuntime:
                     Xt = step.transform(Xt)
             elif self._head is not None:
                 Xt = self._head.transform(X)
+            both = getattr(self._tail, "predict_outputs", None)
+            if both is not None:  # one session run gives labels and probabilities (ONNX)
+                labels, proba = both(Xt)
+                return Prediction(labels, proba if self.classes is not None else None)
             if self.classes is not None:
                 proba = np.asarray(self._tail.predict_proba(Xt))
                 if self.argmax_predict:
@@ -367,13 +315,3 @@ class ModelRuntime:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-
-def _datatype_of(dtype: np.dtype) -> str:
-    kind = np.dtype(dtype).kind
-    if kind == "b":
-        return "BOOL"
-    if kind in "iu":
-        return f"{'U' if kind == 'u' else ''}INT{np.dtype(dtype).itemsize * 8}"
-    if kind == "f":
-        return f"FP{np.dtype(dtype).itemsize * 8}"
-    return "BYTES"

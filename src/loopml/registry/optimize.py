@@ -1,0 +1,299 @@
+"""ONNX as the serving fast path: convert a version, check parity, adopt or refuse.
+
+:func:`optimize_version` converts a registered scikit-learn pipeline with skl2onnx, logs
+the ONNX model beside the native one (``onnx/`` in the version's run: ``model.onnx``,
+``model.onnx.data`` when ONNX keeps weights apart, and ``parity.json``), and adopts it
+(tag ``loopml.runtime=onnx``) only when, on a probe set (the version's input example plus
+rows synthesised from its signature and training profile), the labels are identical and
+the probabilities (or regression values) within 1e-5 of the native model's. Anything else
+tags ``loopml.runtime=native`` and ``loopml.onnx_refused=<why>``; the native model keeps
+serving. Conversion never raises for a model it cannot take: it says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from loopml.serve.runtimes.base import ONNX_ARTIFACT_PATH, ONNX_FILE, ONNX_REFUSED_TAG, RUNTIME_TAG
+
+TOLERANCE = 1e-5
+PROBE_ROWS = 512
+# Above this size ONNX keeps tensors in model.onnx.data (protobuf files stop at 2 GB).
+EXTERNAL_DATA_BYTES = 256 * 1024 * 1024
+# What a missing string is fed to ONNX as (string tensors cannot hold a missing value); the
+# converted imputers replace it, as scikit-learn's SimpleImputer replaces NaN/None.
+MISSING_STRING = "\x00loopml:missing\x00"
+_NUMERIC = ("double", "float", "long", "integer", "boolean")
+
+
+@dataclass
+class OptimizeResult:
+    name: str
+    version: str
+    adopted: bool
+    reason: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runtime(self) -> str:
+        return "onnx" if self.adopted else "native"
+
+
+class Refused(Exception):
+    """Why ONNX is not adopted for this version (becomes ``loopml.onnx_refused``)."""
+
+
+def optimize_version(registry: Any, ref: Any, *, probe_rows: int = PROBE_ROWS,
+                     external_data_bytes: int = EXTERNAL_DATA_BYTES) -> OptimizeResult:
+    """Convert ``ref`` to ONNX, log it and its parity report, and adopt it only on parity.
+
+    Errors of the registry itself (unavailable, unsafe file) propagate; everything about the
+    model (flavor, conversion, parity) ends in a refusal with the reason, tagged on the version."""
+    from loopml.errors import RegistryUnavailable, UnsafeModelFormat
+
+    report: dict[str, Any] = {"tolerance": TOLERANCE}
+    try:
+        adopted_reason = _convert_and_compare(registry, ref, report, probe_rows, external_data_bytes)
+        adopted = True
+    except (RegistryUnavailable, UnsafeModelFormat):
+        raise
+    except Refused as e:
+        adopted, adopted_reason = False, str(e)
+    except Exception as e:  # noqa: BLE001 - a converter bug is a refusal, never a failed run
+        adopted, adopted_reason = False, f"conversion failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    report.update(adopted=adopted, reason=adopted_reason)
+    if report.get("logged"):
+        with tempfile.TemporaryDirectory(prefix="loopml-parity-") as tmp:
+            with open(os.path.join(tmp, "parity.json"), "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2, default=str)
+            registry.log_run_artifacts(ref, tmp, ONNX_ARTIFACT_PATH)
+    if adopted:
+        registry.set_version_tags(ref, {RUNTIME_TAG: "onnx"})
+        registry.delete_version_tag(ref, ONNX_REFUSED_TAG)
+    else:
+        registry.set_version_tags(ref, {RUNTIME_TAG: "native", ONNX_REFUSED_TAG: adopted_reason})
+    return OptimizeResult(ref.name, str(ref.version), adopted, adopted_reason, report)
+
+
+def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int, external_data_bytes: int) -> str:
+    from loopml.serve.runtimes.onnx_runtime import OnnxModel, open_session
+
+    with tempfile.TemporaryDirectory(prefix="loopml-flavor-") as tmp:
+        import yaml
+
+        with open(registry.download(ref, tmp, "MLmodel"), encoding="utf-8") as f:
+            flavors = (yaml.safe_load(f) or {}).get("flavors") or {}
+    if "sklearn" not in flavors:
+        raise Refused(f"not a scikit-learn model (flavors {sorted(flavors)}); only scikit-learn converts today")
+    inputs = [c for c in (registry.signature(ref) or {}).get("inputs") or [] if c.get("name")]
+    if not inputs:
+        raise Refused("no named-column signature to build the ONNX inputs from")
+    model = registry.load_native(ref)
+    proto = convert(model, inputs)
+    probe = probe_frame(inputs, registry.input_example(ref), _profile(registry, ref), probe_rows)
+    report["probe_rows"] = len(probe)
+    with tempfile.TemporaryDirectory(prefix="loopml-onnx-") as tmp:
+        folder = os.path.join(tmp, ONNX_ARTIFACT_PATH)
+        save(proto, folder, external_data_bytes)
+        report["files"] = sorted(os.listdir(folder))
+        onnx_out = OnnxModel(open_session(os.path.join(folder, ONNX_FILE))).predict_outputs(probe)
+        registry.log_run_artifacts(ref, folder, ONNX_ARTIFACT_PATH)
+        report["logged"] = True
+    return compare(model, probe, onnx_out, report)
+
+
+def compare(model: Any, probe: Any, onnx_out: tuple, report: dict) -> str:
+    """Parity of the ONNX outputs with the native model on ``probe``: fills ``report``, raises
+    :class:`Refused` when labels differ or values are further apart than the tolerance."""
+    labels, proba = onnx_out
+    classes = getattr(model, "classes_", None)
+    native = np.asarray(model.predict(probe))
+    if classes is not None and hasattr(model, "predict_proba"):
+        native_proba = np.asarray(model.predict_proba(probe), dtype=np.float64)
+        mismatched = int(np.sum(native != labels))
+        diff = float(np.max(np.abs(native_proba - proba))) if proba is not None and proba.shape == native_proba.shape \
+            else float("inf")
+        report.update(label_mismatches=mismatched, max_proba_diff=diff)
+        if mismatched:
+            raise Refused(f"labels differ from the native model on {mismatched} of {len(probe)} probe rows")
+        if not diff <= TOLERANCE:
+            raise Refused(f"probabilities differ from the native model by up to {diff:.3g} (> {TOLERANCE:g})")
+        return f"parity on {len(probe)} probe rows (labels identical, probabilities within {diff:.2g})"
+    diff = float(np.max(np.abs(native.astype(np.float64) - np.asarray(labels, dtype=np.float64)) /
+                        np.maximum(1.0, np.abs(native.astype(np.float64)))))
+    report.update(max_value_diff=diff)
+    if not diff <= TOLERANCE:
+        raise Refused(f"predictions differ from the native model by up to {diff:.3g} (> {TOLERANCE:g}, relative)")
+    return f"parity on {len(probe)} probe rows (values within {diff:.2g})"
+
+
+def convert(model: Any, inputs: list[dict]) -> Any:
+    """The ONNX graph of a fitted pipeline: one [n, 1] input per signature column (numbers and
+    booleans as doubles, so tree thresholds compare exactly as in scikit-learn; text as
+    strings), or one [n, k] double matrix for an all-numeric model that takes a plain matrix.
+    Raises :class:`Refused` with skl2onnx's reason when it cannot convert."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+
+    _install_string_imputer()
+    from skl2onnx.common.data_types import FloatTensorType
+    import onnxruntime as ort
+
+    numeric = all(c.get("type") in _NUMERIC for c in inputs)
+    attempts = []
+    # doubles first (thresholds compare exactly as in scikit-learn); ONNX's tree operators in
+    # onnxruntime take floats only, so float32 comes next and parity decides
+    for tensor in (DoubleTensorType, FloatTensorType):
+        if numeric and not _selects_by_name(model):
+            attempts.append([("X", tensor([None, len(inputs)]))])  # one tensor: fewer copies per call
+        attempts.append([(c["name"], tensor([None, 1]) if c.get("type") in _NUMERIC else StringTensorType([None, 1]))
+                         for c in inputs])
+    errors = []
+    for types in attempts:
+        try:
+            proto = to_onnx(model, initial_types=types, options={id(model): {"zipmap": False}},
+                            target_opset={"": 18, "ai.onnx.ml": 3})
+            ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+            break
+        except Exception as e:  # noqa: BLE001 - skl2onnx raises many kinds; the reason is what matters
+            errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+    else:
+        raise Refused("skl2onnx cannot convert it: " + errors[-1])
+    meta = {"loopml.missing_string": MISSING_STRING}
+    classes = getattr(model, "classes_", None)
+    if classes is not None and hasattr(model, "predict_proba"):
+        meta["loopml.classes"] = json.dumps(np.asarray(classes).tolist())
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    return proto
+
+
+_INSTALLED: list[bool] = []
+
+
+def _install_string_imputer() -> None:
+    """Let skl2onnx convert SimpleImputer on text columns whose missing marker is NaN (loopml's
+    own preprocessing): skl2onnx takes only a string marker there. The converter is the same,
+    run on a copy of the imputer whose marker is :data:`MISSING_STRING`, which the ONNX
+    runtime feeds for a missing string. Every other case goes to skl2onnx's own converter
+    unchanged; parity on the probe set (which holds missing strings) still decides."""
+    if _INSTALLED:
+        return
+    import copy
+
+    from sklearn.impute import SimpleImputer
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.data_types import StringTensorType
+    from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
+    from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        op = operator.raw_operator
+        mv = op.missing_values
+        if isinstance(operator.inputs[0].type, StringTensorType) and isinstance(mv, float) and mv != mv:
+            patched = copy.copy(op)
+            patched.missing_values = MISSING_STRING
+            operator.raw_operator = patched
+            try:
+                return convert_sklearn_imputer(scope, operator, container)
+            finally:
+                operator.raw_operator = op
+        return convert_sklearn_imputer(scope, operator, container)
+
+    update_registered_converter(SimpleImputer, "SklearnSimpleImputer", calculate_sklearn_imputer_output_shapes,
+                                convert, overwrite=True)
+    # skl2onnx 1.20 passes HistGradientBoosting's missing-value flags as Python/NumPy booleans,
+    # which onnx 1.2x with protobuf 7 refuses in an INTS attribute; the same flags as ints.
+    from skl2onnx.common import tree_ensemble
+
+    add_node = tree_ensemble.add_node
+
+    def add_node_int_flags(*args: Any, **kwargs: Any) -> Any:
+        if "nodes_missing_value_tracks_true" in kwargs:
+            kwargs["nodes_missing_value_tracks_true"] = int(kwargs["nodes_missing_value_tracks_true"])
+        return add_node(*args, **kwargs)
+
+    tree_ensemble.add_node = add_node_int_flags
+    _INSTALLED.append(True)
+
+
+def _selects_by_name(model: Any) -> bool:
+    steps = [s for _, s in getattr(model, "steps", [])] or [model]
+    return type(steps[0]).__name__ == "ColumnTransformer"
+
+
+def save(proto: Any, folder: str, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> None:
+    """Write ``model.onnx`` into ``folder``; a model larger than ``external_data_bytes`` keeps
+    its tensors in ``model.onnx.data`` beside it (the two travel together)."""
+    import onnx
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ONNX_FILE)
+    if proto.ByteSize() > external_data_bytes:
+        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=ONNX_FILE + ".data", size_threshold=0)
+    else:
+        onnx.save_model(proto, path)
+
+
+def _profile(registry: Any, ref: Any) -> Any:
+    try:
+        return registry.reference_profile(ref)
+    except Exception:  # noqa: BLE001 - no training profile: synthesise from the example alone
+        return None
+
+
+def probe_frame(inputs: list[dict], example: Any, profile: Any, n: int, seed: int = 0) -> Any:
+    """The rows parity is checked on, typed as the serving path types them: the input example,
+    then ``n`` rows drawn from the training profile (numbers across and a little beyond their
+    range, categories by frequency plus an unseen one and a missing one), else around the
+    example's values."""
+    import pandas as pd
+
+    from loopml.serve.runtimes.columns import InputColumn
+
+    rng = np.random.default_rng(seed)
+    cols: dict[str, Any] = {}
+    ex = pd.DataFrame(example) if example is not None else pd.DataFrame()
+    for c in inputs:
+        name, kind = c["name"], c.get("type", "double")
+        prof = getattr(profile, "columns", {}).get(name) if profile is not None else None
+        seen = ex[name].tolist() if name in ex.columns else []
+        if kind in ("double", "float", "long", "integer"):
+            lo, hi = _range(prof, seen)
+            span = hi - lo or 1.0
+            values = rng.uniform(lo - 0.1 * span, hi + 0.1 * span, n)
+            values[: min(n, 3)] = [lo, hi, 0.0][: min(n, 3)]
+            if kind in ("long", "integer"):
+                values = np.round(values)
+            cols[name] = seen + values.tolist()
+        elif kind == "boolean":
+            cols[name] = seen + (rng.random(n) < 0.5).tolist()
+        else:
+            cats = list((prof.frequencies if prof is not None and prof.frequencies else {}).keys())
+            cats = cats or sorted({str(v) for v in seen if v is not None}) or ["a"]
+            draws = [cats[i] for i in rng.integers(0, len(cats), n)]
+            draws[: min(n, 2)] = ["\u00abunseen\u00bb", None][: min(n, 2)]
+            cols[name] = seen + draws
+    typed = {}
+    for c in inputs:  # exactly the serving path's typing (the runtime's InputColumn conversion)
+        from loopml.serve.runtimes.columns import _to_column
+
+        typed[c["name"]] = _to_column(InputColumn(c["name"], c.get("type", "double")), cols[c["name"]])
+    return pd.DataFrame(typed, copy=False)
+
+
+def _range(prof: Any, seen: list) -> tuple[float, float]:
+    if prof is not None and prof.min is not None and prof.max is not None:
+        return float(prof.min), float(prof.max)
+    vals = [float(v) for v in seen if v is not None]
+    if vals:
+        return min(vals) - 1.0, max(vals) + 1.0
+    return -3.0, 3.0

@@ -1,0 +1,47 @@
+"""MLflow pyfunc: the fallback for any flavor no dedicated runtime takes.
+
+Loaded through ``source.load_pyfunc(ref)`` (only ``registry/`` imports MLflow, and it
+refuses pickle files there unless opted in). Regression-style output only: a pyfunc model
+has no ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from loopml.serve.runtimes.base import ModelInfo, Runtime
+from loopml.serve.runtimes.sklearn_runtime import NATIVE_FLAVORS
+
+
+class PyfuncModel:
+    """A loaded pyfunc model with the estimator surface the serving path calls."""
+
+    def __init__(self, pyfunc: Any, columns: list[str]) -> None:
+        self.pyfunc = pyfunc
+        self.columns = columns
+
+    def predict(self, X: Any) -> np.ndarray:
+        if isinstance(X, np.ndarray):  # fast-lane matrix: pyfunc enforces its signature on a frame
+            import pandas as pd
+
+            X = pd.DataFrame(X, columns=self.columns)
+        out = self.pyfunc.predict(X)
+        out = np.asarray(out.iloc[:, 0] if hasattr(out, "iloc") and getattr(out, "ndim", 1) == 2 else out)
+        return out.ravel() if out.ndim == 2 and out.shape[1] == 1 else out
+
+
+class PyfuncRuntime(Runtime):
+    runtime_name = "pyfunc"
+
+    @classmethod
+    def takes(cls, info: ModelInfo) -> bool:
+        dedicated = any(f in info.flavors for f in (*NATIVE_FLAVORS, "onnx"))
+        return info.known and "python_function" in info.flavors and not dedicated
+
+    def load(self) -> "PyfuncRuntime":
+        sig = self.source.signature(self.ref) or {}
+        columns = [c["name"] for c in sig.get("inputs") or [] if c.get("name")]
+        self.model_ = PyfuncModel(self.source.load_pyfunc(self.ref), columns)
+        return self
