@@ -237,8 +237,13 @@ def save(proto: Any, folder: str, external_data_bytes: int = EXTERNAL_DATA_BYTES
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, ONNX_FILE)
     if proto.ByteSize() > external_data_bytes:
+        from onnx import numpy_helper
+
+        for t in proto.graph.initializer:  # only raw_data tensors move out: store them raw
+            if not t.HasField("raw_data"):
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
         onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=ONNX_FILE + ".data", size_threshold=0)
+                        location=ONNX_FILE + ".data", size_threshold=1024)  # shapes stay inline
     else:
         onnx.save_model(proto, path)
 

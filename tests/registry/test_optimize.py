@@ -1,0 +1,87 @@
+"""optimize_version: real skl2onnx conversion, real onnxruntime, parity decides adoption."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.linear_model import LogisticRegression
+
+from loopml.registry.optimize import optimize_version, probe_frame
+from loopml.serve.runtimes.base import ONNX_REFUSED_TAG, RUNTIME_TAG
+import pytest
+
+from tests.serve.conftest import MIXED_SIG, NUM_SIG, clf_model, mixed_model, numeric_frame
+from tests.serve.runtimes.source import FolderSource
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return {"clf": clf_model(), "mixed": mixed_model()}
+
+
+class Doubler(BaseEstimator, TransformerMixin):
+    """A custom transformer skl2onnx knows nothing about."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return np.asarray(X, dtype=float) * 2
+
+
+def test_linear_pipeline_is_adopted_with_parity_report(tmp_path, trained):
+    src = FolderSource(tmp_path, trained["clf"], NUM_SIG, numeric_frame(3, 5))
+    result = optimize_version(src, src.ref)
+    assert result.adopted, result.reason
+    assert src.tags[RUNTIME_TAG] == "onnx" and ONNX_REFUSED_TAG not in src.tags
+    report = json.load(open(tmp_path / "run" / "onnx" / "parity.json"))
+    assert report["label_mismatches"] == 0 and report["max_proba_diff"] <= 1e-5
+    assert os.path.exists(tmp_path / "run" / "onnx" / "model.onnx")
+
+
+def test_text_columns_with_one_hot_are_adopted(tmp_path, trained):
+    example = pd.DataFrame({"x": [0.5], "n": [2], "c": ["b"], "flag": [True]})
+    src = FolderSource(tmp_path, trained["mixed"], MIXED_SIG, example)
+    result = optimize_version(src, src.ref)
+    assert result.adopted, result.reason
+
+
+def test_custom_transformer_is_refused_with_reason(tmp_path):
+    X = numeric_frame(200, 3)
+    model = Pipeline([("double", Doubler()), ("lr", LogisticRegression())]).fit(X, X["f0"] > 0)
+    src = FolderSource(tmp_path, model, NUM_SIG)
+    result = optimize_version(src, src.ref)
+    assert not result.adopted
+    assert src.tags[RUNTIME_TAG] == "native"
+    assert "skl2onnx cannot convert" in src.tags[ONNX_REFUSED_TAG] and "Doubler" in src.tags[ONNX_REFUSED_TAG]
+
+
+def test_non_sklearn_flavor_is_refused(tmp_path, trained):
+    src = FolderSource(tmp_path, trained["clf"], NUM_SIG, flavors=("python_function",))
+    result = optimize_version(src, src.ref)
+    assert not result.adopted and "not a scikit-learn model" in result.reason
+
+
+def test_external_data_file_travels_with_the_model(tmp_path):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 200)), columns=[f"x{i}" for i in range(200)])
+    model = LogisticRegression().fit(X, X["x0"] > 0)  # 200 coefficients: a tensor ONNX may keep apart
+    sig = {"inputs": [{"name": c, "type": "double"} for c in X.columns], "outputs": []}
+    src = FolderSource(tmp_path, model, sig)
+    result = optimize_version(src, src.ref, external_data_bytes=0)
+    assert result.adopted, result.reason
+    assert os.path.exists(tmp_path / "run" / "onnx" / "model.onnx.data")
+
+
+def test_probe_set_holds_example_unseen_and_missing_categories():
+    example = pd.DataFrame({"x": [0.5], "n": [2], "c": ["b"], "flag": [True]})
+    probe = probe_frame(MIXED_SIG["inputs"], example, None, 20)
+    assert len(probe) == 21 and probe["c"].iloc[0] == "b"
+    assert probe["c"].isna().any() and (probe["c"] == "\u00abunseen\u00bb").any()
+    assert probe["n"].dtype == np.int64
