@@ -6,6 +6,9 @@
 ``POST /admin/models/{name}/load``          serve a model, body ``{"ref": "champion"}``
 ``DELETE /admin/models/{name}``             stop serving it (``POST .../unload`` too)
 ``GET|PUT /admin/models/{name}/traffic``    read or set the policy (see :mod:`.traffic`)
+
+With ``--workers N`` a change is answered once every worker has applied it
+(:meth:`~loopml.serve.fleet.Fleet.shared_change`), whichever worker the request reached.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from loopml.serve.traffic import parse_policy
 async def handle(fleet: Fleet, method: str, path: str, payload: Any) -> tuple[int, dict]:
     parts = [p for p in path.split("/") if p][1:]  # drop "admin"
     if parts == ["reload"] and method == "POST":
-        return 200, {"models": await fleet.sync_all()}
+        async with fleet.shared_change("touch"):
+            models = await fleet.sync_all()
+        return 200, {"models": models}
     if parts == ["models"] and method == "GET":
         return 200, {"models": [ep.describe() for ep in fleet.endpoints.values()]}
     if len(parts) < 2 or parts[0] != "models":
@@ -33,27 +38,34 @@ async def handle(fleet: Fleet, method: str, path: str, payload: Any) -> tuple[in
         if method == "GET":
             return 200, fleet.get(name).describe()
         if method == "DELETE":
-            await fleet.remove(name)
+            async with fleet.shared_change("unload", name):
+                await fleet.remove(name)
             return 200, {"unloaded": name}
         raise MethodNotAllowed(method, path)
     if action == "reload" and method == "POST":
         ep = fleet.get(name)
-        await fleet.sync(ep)
+        async with fleet.shared_change("touch"):
+            await fleet.sync(ep)
         return 200, ep.describe()
     if action == "load" and method == "POST":
         ref = (payload or {}).get("ref", "champion") if isinstance(payload, (dict, type(None))) else None
         if not isinstance(ref, str) or not ref:
             raise BadRequest("load body must be {\"ref\": \"ALIAS\" or \"VERSION\"}")
         spec = EndpointSpec.parse(f"{name}/{ref}" if ref.isdigit() else f"{name}@{ref}")
-        return 200, (await fleet.add(spec)).describe()
+        async with fleet.shared_change("load", spec.name, spec.ref):
+            ep = await fleet.add(spec)
+        return 200, ep.describe()
     if action == "unload" and method == "POST":
-        await fleet.remove(name)
+        async with fleet.shared_change("unload", name):
+            await fleet.remove(name)
         return 200, {"unloaded": name}
     if action == "traffic":
         if method == "GET":
             return 200, fleet.get(name).policy.to_dict()
         if method in ("PUT", "POST"):
             policy = parse_policy(payload)
-            return 200, (await fleet.set_policy(name, policy)).describe()
+            async with fleet.shared_change("touch"):
+                ep = await fleet.set_policy(name, policy)
+            return 200, ep.describe()
         raise MethodNotAllowed(method, path)
     raise RouteNotFound(method, path)

@@ -10,18 +10,23 @@ serving, ``last_error`` says why, and the version is not loaded again on every p
 that cannot be asked (:class:`~loopml.errors.RegistryUnavailable`) changes nothing either:
 every current deployment, a challenger mid-rollout included, keeps serving. A poll task runs :meth:`sync_all` every
 ``poll_interval_s``; the admin API calls it on demand.
+
+As one of the workers of ``--workers N`` (:meth:`join_group`), admin changes go through
+:meth:`shared_change`: applied here, published to the sibling workers, answered once every one
+of them has applied it (see :class:`~loopml.serve.policy_store.SharedEndpoints`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 from loopml.config import Workspace
-from loopml.errors import LoopmlError, ModelCheckFailed, ModelNotFound
+from loopml.errors import LoopmlError, ModelCheckFailed, ModelNotFound, WorkersLagging
 from loopml.serve.endpoint import Deployment, Endpoint
-from loopml.serve.policy_store import PolicyFiles
+from loopml.serve.policy_store import PolicyFiles, SharedEndpoints
 from loopml.serve.recorder import PredictionRecorder
 from loopml.serve.runtime import ModelRuntime
 from loopml.serve.settings import EndpointSpec, ServeSettings
@@ -48,6 +53,11 @@ class Fleet:
         self.started = False
         self.startup_error: BaseException | None = None
         self._broken: dict[tuple[str, str], ModelCheckFailed] = {}  # versions that failed their check
+        self.group: SharedEndpoints | None = None  # the sibling workers of --workers N
+        self.group_timeout_s = 60.0  # how long an admin change waits for every worker to apply it
+        self._group_generation = 0
+        self._group_lock = asyncio.Lock()
+        self._watch_task: asyncio.Task | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -65,19 +75,23 @@ class Fleet:
                 ep.last_error = str(e)
                 self.endpoints[spec.name] = ep
                 log.error("%s", e)
+        if self.group is not None:
+            await self._apply_group(initial=True)  # changes made before this worker started
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch_group(), name="loopml-group")
         if self.settings.poll_interval_s > 0:
             self._poll_task = asyncio.get_running_loop().create_task(self._poll(), name="loopml-poll")
         self.started = True
 
     async def stop(self) -> None:
         """Stop polling, let every deployment finish its requests, flush the prediction log."""
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            try:
-                await self._poll_task
-            except asyncio.CancelledError:
-                pass
-            self._poll_task = None
+        for task in (self._poll_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._poll_task = self._watch_task = None
         for ep in list(self.endpoints.values()):
             for d in ep.deployments():
                 await d.retire(self.settings.drain_timeout_s)
@@ -104,6 +118,69 @@ class Fleet:
                 changed.append(name)
                 log.info("%s: traffic policy from %s: %s", name, self.policy_files.home, policy.to_dict())
         return changed
+
+    # -- sibling workers (--workers N) ------------------------------------------------------
+
+    def join_group(self, group: SharedEndpoints) -> None:
+        """Serve as one worker of ``group``; registered at once, so that an admin change made
+        while this worker loads waits for it too."""
+        self.group = group
+        group.ack(-1)
+
+    @asynccontextmanager
+    async def shared_change(self, op: str, name: str | None = None, ref: str | None = None) -> AsyncIterator[None]:
+        """Wrap an admin change: the body applies it here; then it is published to the sibling
+        workers and this waits until every live one has applied it (WorkersLagging after
+        ``group_timeout_s``). The lock keeps this worker's watcher from applying an older
+        generation between the change and its publication. A body that raises publishes nothing."""
+        if self.group is None:
+            yield
+            return
+        async with self._group_lock:
+            yield
+            refs = {n: ep.spec.ref for n, ep in self.endpoints.items()}
+            generation = await asyncio.to_thread(self.group.publish, op, refs, name, ref)
+            self._group_generation = generation
+            await asyncio.to_thread(self.group.ack, generation)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.group_timeout_s
+        while True:
+            applied, total = await asyncio.to_thread(self.group.pending, generation)
+            if applied >= total:
+                return
+            if loop.time() > end:
+                raise WorkersLagging(applied, total, self.group_timeout_s)
+            await asyncio.sleep(0.02)
+
+    async def _watch_group(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)  # one stat per tick; admin calls wait for this
+            try:
+                if self.group.changed():
+                    await self._apply_group()
+            except Exception as e:  # noqa: BLE001 - a bad file must not end the watcher
+                log.warning("applying the workers' shared endpoints failed: %s", e)
+
+    async def _apply_group(self, initial: bool = False) -> None:
+        """Bring this worker to the published generation (load, unload, policies, aliases); ack it."""
+        async with self._group_lock:
+            generation, wanted = await asyncio.to_thread(self.group.read)
+            if generation <= self._group_generation and not initial:
+                return
+            if wanted is not None:
+                for name, ref in wanted.items():
+                    ep = self.endpoints.get(name)
+                    if ep is None or ep.spec.ref != ref:
+                        try:
+                            await self.add(EndpointSpec(name, ref))
+                        except LoopmlError as e:  # the publishing worker loaded it: say why not here
+                            log.error("worker: loading %s@%s failed: %s", name, ref, e)
+                for name in [n for n in self.endpoints if n not in wanted]:
+                    await self.remove(name)
+            self.apply_policy_files()
+            await self.sync_all(quiet=True)
+            self._group_generation = generation
+            await asyncio.to_thread(self.group.ack, generation)
 
     # -- endpoints --------------------------------------------------------------------------
 

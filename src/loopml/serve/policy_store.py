@@ -78,3 +78,98 @@ class PolicyFiles:
         """Persist ``policy`` and remember the file as seen (this process applies it itself)."""
         path = save_policy(self.home, model, policy)
         self._seen[model] = file_signature(path)
+
+
+class SharedEndpoints:
+    """The endpoint set the workers of one master share (``--workers N``), with a barrier.
+
+    An admin load, unload, traffic change or reload lands on one worker. That worker applies it,
+    then publishes (:meth:`publish`) the resulting set of endpoints under a new ``generation`` in
+    ``<home>/run/workers-<master pid>/endpoints.json`` (read-modify-write under ``flock``, so
+    concurrent changes on two workers both survive; temp file + rename, so readers never see
+    half of it). Every worker watches that file, applies a new generation (loads, unloads,
+    re-reads the policy files, re-resolves aliases) and acknowledges it (:meth:`ack`) in its own file; the
+    worker that published waits until every live sibling acknowledged (:meth:`pending`) before
+    it answers. So once an admin call has returned, every worker serves the new state.
+    """
+
+    def __init__(self, home: str | os.PathLike, group: int, pid: int | None = None) -> None:
+        self.dir = Path(home) / "run" / f"workers-{group}"
+        self.group = group
+        self.pid = pid or os.getpid()
+        self._sig: tuple[int, int] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dir / "endpoints.json"
+
+    def read(self) -> tuple[int, dict[str, str] | None]:
+        """(generation, {name: ref}) as published; (0, None) before the first change."""
+        try:
+            doc = json.loads(self.path.read_text())
+            return int(doc["generation"]), dict(doc["endpoints"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0, None
+
+    def changed(self) -> bool:
+        """Whether the file changed since the last call (one ``stat``)."""
+        sig = file_signature(self.path)
+        if sig == self._sig:
+            return False
+        self._sig = sig
+        return True
+
+    def publish(self, op: str, current: dict[str, str], name: str | None = None, ref: str | None = None) -> int:
+        """Apply ``op`` ("load" name ref, "unload" name, "touch") to the published set (or to
+        ``current``, this worker's set, before the first change); the new generation."""
+        import fcntl
+
+        from loopml.fileio import atomic_write_json
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            generation, endpoints = self.read()
+            endpoints = dict(current) if endpoints is None else endpoints
+            if op == "load":
+                endpoints[name] = ref
+            elif op == "unload":
+                endpoints.pop(name, None)
+            atomic_write_json(self.path, {"generation": generation + 1, "endpoints": endpoints})
+        return generation + 1
+
+    def ack(self, generation: int) -> None:
+        """Say this worker applied ``generation`` (-1: started, applying what is published)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{self.pid}.ack.tmp"
+        tmp.write_text(str(generation))
+        os.replace(tmp, self.dir / f"{self.pid}.ack")
+
+    def acks(self) -> dict[int, int]:
+        """{pid: generation acknowledged} of every live worker of the group; a dead one's file goes."""
+        out = {}
+        for f in self.dir.glob("*.ack"):
+            try:
+                pid, gen = int(f.stem), int(f.read_text() or -1)
+            except (OSError, ValueError):
+                continue
+            if _alive(pid):
+                out[pid] = gen
+            else:
+                f.unlink(missing_ok=True)
+        return out
+
+    def pending(self, generation: int) -> tuple[int, int]:
+        """(workers that applied ``generation`` or later, live workers)."""
+        acks = self.acks()
+        return sum(1 for g in acks.values() if g >= generation), len(acks)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

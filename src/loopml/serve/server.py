@@ -175,4 +175,5 @@ def app_from_env():
 
     cfg = json.loads(os.environ[CONFIG_ENV])
     workspace = Workspace.from_env(cfg["home"], cfg.get("tracking_uri")).init()
-    return build_app(workspace, cfg["endpoints"], ServeSettings(**cfg["settings"]).validate())
+    from loopml.serve.workers import as_worker  # dies with the master; admin changes reach every worker
+    return as_worker(build_app(workspace, cfg["endpoints"], ServeSettings(**cfg["settings"]).validate()))
