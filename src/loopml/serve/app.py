@@ -191,18 +191,35 @@ class ServeApp:
         ctype = headers.get("content-type", "")
         if ctype and "json" not in ctype:
             raise UnsupportedMediaType(ctype, "application/json")
+
+        async def payload():
+            return loads(await read_body(receive, headers, self.settings.max_body_bytes))
+
+        body, dep, rid = await self.oip_infer(ep, version, headers, labels, payload, _gone_probe(scope, receive))
+        return 200, dumps(body), JSON, _model_headers(ep.name, dep, rid)
+
+    async def oip_infer(self, ep, version, headers, labels, payload, gone=None):
+        """OIP v2 inference, the core that REST and gRPC (:mod:`loopml.serve.grpc`) share:
+        admission (before ``await payload()`` reads the request), deadline, decoding against
+        the routed deployment's signature, traffic policy, batching and prediction log (the
+        deployment), shadowing. Returns the response body as a dict (``oip_v2.encode_infer``),
+        the deployment that answered and the request id; ``labels`` gets (model, version,
+        variant) for the caller's metrics. Authentication is the caller's."""
+        labels[0] = ep.name
+        if ep.primary is not None:
+            labels[1], labels[2] = ep.primary.version, ep.primary.label
         self.admission.enter(ep.name)  # before the body is read: a refusal costs next to nothing
         try:
-            return await self._oip_admitted(scope, receive, ep, version, labels, headers)
+            return await self._oip_admitted(ep, version, labels, headers, payload, gone)
         except (ClientGone, DeadlineExceeded) as e:
             self.admission.count(ep.name, CLIENT_GONE if isinstance(e, ClientGone) else DEADLINE)
             raise
         finally:
             self.admission.leave(ep.name)
 
-    async def _oip_admitted(self, scope, receive, ep, version, labels, headers):
+    async def _oip_admitted(self, ep, version, labels, headers, read_payload, gone):
         deadline = self._deadline(headers)
-        payload = loads(await read_body(receive, headers, self.settings.max_body_bytes))
+        payload = await read_payload()
         if version is not None:
             dep, shadow = self._pick_version(ep, version), None
             req = oip_v2.decode_infer(payload, dep.runtime, self.settings.max_rows)
@@ -219,7 +236,6 @@ class ServeApp:
         labels[0], labels[1], labels[2] = ep.name, dep.version, dep.label
         rid = self._request_id(req.id or headers.get("x-request-id"))
         req.rows.ids = _row_ids(rid, req.rows.n)
-        gone = _gone_probe(scope, receive)
         pred = await (dep.predict(req.rows, deadline, gone) if self.tracing is None
                       else self.tracing.predict(dep, req.rows, deadline, rid))
         if shadow is not None:
@@ -229,8 +245,7 @@ class ServeApp:
                 max_rows = self.settings.max_rows
                 self._shadow(shadow, None, lambda: oip_v2.decode_infer(
                     _oip_payload_for(payload, shadow, ep), shadow.runtime, max_rows).rows, rid)
-        body = dumps(oip_v2.encode_infer(req, pred, dep.runtime, rid))
-        return 200, body, JSON, _model_headers(ep.name, dep, rid)
+        return oip_v2.encode_infer(req, pred, dep.runtime, rid), dep, rid
 
     # -- MLflow scoring -----------------------------------------------------------------------
 
