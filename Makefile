@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-overload bench-predlog
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ test: $(STAMP)
 bench-serve: $(STAMP)
 	$(PY) benchmarks/serve_bench.py
 
+bench-supervision: $(STAMP)
+	$(PY) benchmarks/supervision_bench.py
+
 bench-drift: $(STAMP)
 	$(PY) benchmarks/drift_bench.py
+
+bench-train: $(STAMP)
+	$(PY) benchmarks/train_bench.py
 
 bench-overload: $(STAMP)
 	$(PY) benchmarks/overload_bench.py

@@ -35,8 +35,15 @@ def main(root: Path, workers: int, rows: int, epochs: int, backend: str = "ray")
     spec = load_spec(proj)
     ws = Workspace(root / "ws").init()
     t0 = time.time()
-    r = run_pipeline(spec, ws, project_dir=proj, on_step=lambda s, m: print(s, m, flush=True))
+    started: dict[str, float] = {}
+
+    def on_step(step: str, message: str) -> None:
+        started.setdefault(step, time.time())
+        print(step, message, flush=True)
+
+    r = run_pipeline(spec, ws, project_dir=proj, on_step=on_step)
     print("RESULT " + json.dumps({"seconds": time.time() - t0, "version": r.version, "run_id": r.run_id,
+                                  "train_seconds": started["evaluate"] - started["train"],
                                   "metrics": r.metrics}), flush=True)
 
 
