@@ -45,7 +45,7 @@ def merge_rows(parts: list[Rows]) -> Rows:
     ids = None
     if any(p.ids for p in parts):
         ids = list(chain.from_iterable(p.ids or [None] * p.n for p in parts))
-    return Rows(columns, sum(p.n for p in parts), ids)
+    return Rows(columns, sum(p.n for p in parts), ids, parts[0].layout)  # layout: see Rows
 
 
 class _Item:

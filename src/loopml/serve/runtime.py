@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from loopml.errors import InvalidInput, ModelCheckFailed, RegistryUnavailable, UnsafeModelFormat
-from loopml.serve.runtimes.columns import (COLUMN_TYPES, InputColumn, Prediction, Predictor, Rows, _datatype_of,
-                                           _to_column)
+from loopml.serve.runtimes.columns import (COLUMN_TYPES, InputColumn, Prediction, Predictor, Rows, _as_given,
+                                           _datatype_of, _to_column, _to_tensor)
 
 __all__ = ["COLUMN_TYPES", "InputColumn", "ModelRuntime", "Prediction", "Predictor", "Rows", "_datatype_of",
            "_to_column"]
@@ -50,6 +50,11 @@ class ModelRuntime:
         self.predict_in_thread = predict_in_thread
         self.model: Any = None
         self.inputs: list[InputColumn] = []
+        # what the signature says the model takes: "columns" (a DataFrame), "tensors" (one
+        # array, or a dict of named arrays when the tensors have names) or "none" (no
+        # signature: each request's input is passed as given)
+        self.layout = "columns"
+        self.named_tensors = False
         self.classes: np.ndarray | None = None
         self.load_seconds: float | None = None
         self._head: Any = None
@@ -103,11 +108,7 @@ class ModelRuntime:
         self.runtime_name = kind.runtime_name
         self.compiled = None
         self.classes = None
-        sig = self.source.signature(self.ref) or {}
-        inputs = [InputColumn(c["name"], c.get("type", "double")) for c in sig.get("inputs") or [] if c.get("name")]
-        if not inputs and hasattr(self.model, "feature_names_in_"):
-            inputs = [InputColumn(str(c), "double") for c in self.model.feature_names_in_]
-        self.inputs = inputs
+        self._read_signature(self.source.signature(self.ref) or {})
         steps = getattr(self.model, "steps", None)
         if steps and len(steps) > 1:
             # transform once, then predict and predict_proba on the final estimator
@@ -137,9 +138,25 @@ class ModelRuntime:
             # smoke rows decide instead, so such models also predict with one pass, not two.
             self.argmax_predict = self._argmax_agrees(self.smoke_rows()[0])
 
+    def _read_signature(self, sig: dict) -> None:
+        specs = sig.get("inputs") or []
+        self.layout, self.named_tensors = "columns", False
+        if specs and all(c.get("type") == "tensor" for c in specs):
+            # unnamed tensors are called input-0, input-1, ... as MLServer's MLflow runtime does
+            self.inputs = [InputColumn(c.get("name") or f"input-{i}", str(c["tensor-spec"]["dtype"]),
+                                       tuple(int(d) for d in c["tensor-spec"]["shape"])) for i, c in enumerate(specs)]
+            self.layout, self.named_tensors = "tensors", any(c.get("name") for c in specs)
+            return
+        inputs = [InputColumn(c["name"], c.get("type", "double")) for c in specs if c.get("name")]
+        if not inputs and hasattr(self.model, "feature_names_in_"):
+            inputs = [InputColumn(str(c), "double") for c in self.model.feature_names_in_]
+        self.inputs = inputs
+        if not inputs:
+            self.layout = "none"
+
     def _argmax_agrees(self, rows: Rows) -> bool:
         try:
-            slow = self._predict_on(self.frame(rows))
+            slow = self._predict_on(self.model_input(rows)[0])
         except Exception:  # noqa: BLE001 - keep the two-call path
             return False
         return slow.proba is not None and bool(np.array_equal(slow.predict, self.classes[np.argmax(slow.proba, axis=1)]))
@@ -150,7 +167,7 @@ class ModelRuntime:
         the matrix path about a third of that). Checked on random rows, so a pipeline that
         selects columns by name simply stays on the DataFrame path."""
         want_argmax, self.argmax_predict = self.argmax_predict, False
-        if not self.inputs or not all(c.numeric for c in self.inputs):
+        if self.layout != "columns" or not self.inputs or not all(c.numeric for c in self.inputs):
             return False
         rng = np.random.default_rng(0)
         n = 16
@@ -179,6 +196,8 @@ class ModelRuntime:
         getter = getattr(self.source, "input_example", None)
         if getter is not None:
             example = getter(self.ref)
+        if self.layout != "columns":
+            return self._tensor_smoke_rows(example)
         if example is not None and len(example):
             import pandas as pd
 
@@ -189,6 +208,32 @@ class ModelRuntime:
                 return Rows(cols, len(frame)), "its input example"
         sample = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}
         return Rows({c.name: [sample.get(c.type, "")] for c in self.inputs}, 1), "a row built from its signature"
+
+    def _tensor_smoke_rows(self, example: Any) -> tuple[Rows, str]:
+        import pandas as pd
+
+        if isinstance(example, np.ndarray) and example.ndim and len(example):
+            name = self.inputs[0].name if self.inputs else "input-0"
+            return Rows({name: example}, len(example), layout="tensors"), "its input example"
+        if isinstance(example, dict) and example:
+            arrays = {k: np.asarray(v) for k, v in example.items()}
+            n = len(next(iter(arrays.values())))
+            return Rows(arrays, n, layout="tensors"), "its input example"
+        if isinstance(example, pd.DataFrame) and len(example) and self.layout == "none":
+            return Rows({str(c): example[c].tolist() for c in example.columns}, len(example), layout="frame"), \
+                "its input example"
+        if self.layout == "tensors":
+            cols = {}
+            for c in self.inputs:
+                shape = (1, *(1 if d == -1 else d for d in c.shape[1:]))
+                cols[c.name] = np.full(shape, "", dtype=object) if c.dtype.kind == "O" else np.zeros(shape, c.dtype)
+            return Rows(cols, 1), "a row built from its signature"
+        width = getattr(self.model, "n_features_in_", None)
+        if width is None:
+            raise ValueError("it has no signature and no input example; log it with input_example=... "
+                             "(or a signature) so it can be checked before it serves")
+        return Rows({"input-0": np.zeros((1, int(width)))}, 1, layout="tensors"), \
+            f"a row of {width} zeros (it has no signature; its n_features_in_)"
 
     def smoke_check(self) -> None:
         """Predict on :meth:`smoke_rows` (this also warms the model up); raise ModelCheckFailed
@@ -212,6 +257,10 @@ class ModelRuntime:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.inputs]
+
+    @property
+    def has_signature(self) -> bool:
+        return self.layout != "none"
 
     def predict_datatype(self) -> str:
         if self.classes is not None:
@@ -255,17 +304,46 @@ class ModelRuntime:
                     raise InvalidInput(f"input '{c.name}' expects {c.type} values: not all values are integers")
         return X.T
 
+    def tensors(self, rows: Rows) -> dict[str, np.ndarray]:
+        """Typed (n, ...) arrays of a batch for a tensor signature (raises InvalidInput)."""
+        out = {}
+        for spec in self.inputs:
+            values = rows.columns.get(spec.name)
+            if values is None:
+                raise InvalidInput(f"model '{self.name}' is missing input '{spec.name}' ({spec.describe()}); "
+                                   f"it expects {[c.name for c in self.inputs]}")
+            out[spec.name] = _to_tensor(self.name, spec, values, rows.n)
+        return out
+
+    def model_input(self, rows: Rows) -> tuple[Any, Any]:
+        """(what the model is called with, what the prediction log records) for a batch."""
+        if self.layout == "tensors":
+            arrays = self.tensors(rows)
+            return (arrays if self.named_tensors else arrays[self.inputs[0].name]), arrays
+        if self.layout == "none":
+            if rows.layout == "frame":
+                import pandas as pd
+
+                return pd.DataFrame(dict(rows.columns)), rows.columns
+            arrays = {k: _as_given(v) for k, v in rows.columns.items()}
+            return (next(iter(arrays.values())) if len(arrays) == 1 else arrays), arrays
+        if self.fast:
+            X = self.matrix(rows)
+            return X, X
+        import pandas as pd
+
+        cols = self.columns(rows)
+        return pd.DataFrame(cols, copy=False), cols
+
     def predict_sync(self, rows: Rows) -> Prediction:
         if self.fast:
             X = self.matrix(rows)
             pred = self._predict_compiled(X) if self.compiled is not None else self._predict_on(X)
             pred.inputs = X
             return pred
-        import pandas as pd
-
-        cols = self.columns(rows)
-        pred = self._predict_on(pd.DataFrame(cols, copy=False))
-        pred.inputs = cols
+        X, seen = self.model_input(rows)
+        pred = self._predict_on(X)
+        pred.inputs = seen
         return pred
 
     def _predict_on(self, X) -> Prediction:

@@ -66,6 +66,8 @@ def _from_json(payload: Any, runtime: ModelRuntime) -> Rows:
         raise BadRequest("'params' must be an object")
     key = found[0]
     value = payload[key]
+    if runtime.layout != "columns":
+        return _tensor_json(key, value, runtime)
     if key == "dataframe_split":
         if not isinstance(value, dict) or not isinstance(value.get("data"), list):
             raise BadRequest("dataframe_split must be an object with 'columns' and 'data' (a list of rows)")
@@ -139,6 +141,11 @@ def _from_csv(body: bytes, runtime: ModelRuntime) -> Rows:
     if not reader:
         raise BadRequest("CSV body is empty; send a header row and data rows")
     header, data = reader[0], [r for r in reader[1:] if r]
+    if runtime.layout != "columns":
+        bad = next((i for i, r in enumerate(data) if len(r) != len(header)), None)
+        if bad is not None:
+            raise BadRequest(f"CSV row {bad + 1} has {len(data[bad])} values; the header has {len(header)}")
+        return _table_rows(header, _csv_typed(header, data, runtime), runtime)
     rows = _from_lists(data, header, runtime)
     for col in runtime.inputs:
         values = rows.columns[col.name]
@@ -163,6 +170,129 @@ def _csv_bool(v: str, name: str) -> bool:
     if low in ("false", "0"):
         return False
     raise InvalidInput(f"column '{name}' expects booleans, got {v!r}")
+
+
+# -- tensor signatures and models without one ------------------------------------------------
+# As MLflow's scoring server does: ``inputs``/``instances`` hold the tensor (a list of rows)
+# or a dict of named tensors (or records, for named tensors); the table layouts hold, for one
+# unnamed [-1, k] tensor, k columns of any names, else one column per tensor whose cells are
+# a row's (flattened) values. A model without a signature gets the body as sent: a table
+# layout as one DataFrame, ``inputs``/``instances`` as an array (or a dict of arrays).
+
+
+def _tensor_json(key: str, value: Any, runtime: ModelRuntime) -> Rows:
+    if key in ("dataframe_split", "dataframe_records"):
+        if key == "dataframe_split":
+            if not isinstance(value, dict) or not isinstance(value.get("data"), list):
+                raise BadRequest("dataframe_split must be an object with 'columns' and 'data' (a list of rows)")
+            data = value["data"]
+            columns = value.get("columns") or [str(j) for j in range(len(data[0]) if data and isinstance(data[0], list) else 0)]
+        else:
+            if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+                raise BadRequest("dataframe_records must be a list of objects")
+            columns = list(value[0]) if value else []
+            data = [[r.get(c) for c in columns] for r in value]
+        if not isinstance(columns, list) or not all(isinstance(c, (str, int)) for c in columns):
+            raise BadRequest("'columns' must be a list of column names")
+        columns = [str(c) for c in columns]  # a DataFrame without names sends 0, 1, ...
+        for i, row in enumerate(data):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise BadRequest(f"row {i} must be a list of {len(columns)} values (one per column {columns})")
+        return _table_rows(columns, data, runtime)
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        if runtime.layout == "none":
+            columns = list(value[0])
+            return _table_rows(columns, [[r.get(c) for c in columns] for r in value], runtime)
+        value = {c.name: [r.get(c.name) for r in value] for c in runtime.inputs}
+    if isinstance(value, dict):
+        specs = {c.name for c in runtime.inputs}
+        if runtime.layout == "tensors" and len(value) == 1 and len(specs) == 1 and not runtime.named_tensors:
+            value = {next(iter(specs)): next(iter(value.values()))}
+        unknown = [k for k in value if runtime.layout == "tensors" and k not in specs]
+        if unknown:
+            raise InvalidInput(f"model '{runtime.name}' has no input(s) {unknown}; it expects {_expected(runtime)}")
+        arrays = {k: _array(runtime, k, v) for k, v in value.items()}
+    elif isinstance(value, list):
+        if runtime.layout == "tensors" and len(runtime.inputs) > 1:
+            raise InvalidInput(f"model '{runtime.name}' takes named tensors {_expected(runtime)}; send "
+                               f"'{key}' as an object of name -> values")
+        name = runtime.inputs[0].name if runtime.inputs else "input-0"
+        arrays = {name: _array(runtime, name, value)}
+    else:
+        raise BadRequest(f"'{key}' must be a list (a tensor) or an object of name -> tensor")
+    lengths = {len(a) for a in arrays.values()}
+    if len(lengths) > 1:
+        raise BadRequest(f"all tensors must have the same number of rows; got {sorted(lengths)}")
+    return Rows(arrays, lengths.pop() if lengths else 0, layout="tensors")
+
+
+def _array(runtime: ModelRuntime, name: str, values: Any):
+    import numpy as np
+
+    try:
+        arr = np.asarray(values if isinstance(values, list) else [values])
+    except ValueError as e:  # ragged nesting
+        raise InvalidInput(f"model '{runtime.name}' input '{name}': {e}") from None
+    if arr.ndim == 0:
+        raise BadRequest(f"input '{name}' must be a list with one entry per row")
+    return arr.astype(object) if arr.dtype.kind in "US" else arr
+
+
+def _table_rows(columns: list[str], data: list[list], runtime: ModelRuntime) -> Rows:
+    """Rows of a table body (dataframe_split/records, CSV) for a tensor or signature-less model."""
+    n = len(data)
+    if runtime.layout == "none":
+        return Rows({c: [row[j] for row in data] for j, c in enumerate(columns)}, n, layout="frame")
+    specs = runtime.inputs
+    if len(specs) == 1 and not runtime.named_tensors and len(columns) > 1:
+        spec = specs[0]
+        if tuple(spec.shape) not in ((-1, len(columns)), (n, len(columns))):
+            raise InvalidInput(f"model '{runtime.name}' input '{spec.name}' expects {spec.describe()}; a table of "
+                               f"{len(columns)} columns gives shape [{n}, {len(columns)}]")
+        return Rows({spec.name: _array(runtime, spec.name, data)}, n, layout="tensors")
+    index = {c: j for j, c in enumerate(columns)}
+    if len(specs) == 1 and not runtime.named_tensors and len(columns) == 1:
+        index = {specs[0].name: 0}
+    missing = [c.name for c in specs if c.name not in index]
+    if missing:
+        raise InvalidInput(f"model '{runtime.name}' is missing input(s) {missing}; it expects {_expected(runtime)}")
+    out = {}
+    for spec in specs:
+        cells = [row[index[spec.name]] for row in data]
+        rest = [d for d in spec.shape[1:]]
+        if rest and cells and isinstance(cells[0], list):  # a row's tensor, flattened (as MLflow writes it)
+            import numpy as np
+
+            try:
+                cells = [np.asarray(c).reshape(rest) for c in cells]
+            except ValueError as e:
+                raise InvalidInput(f"model '{runtime.name}' input '{spec.name}' expects {spec.describe()}: {e}") from None
+        out[spec.name] = cells
+    return Rows(out, n, layout="tensors")
+
+
+def _csv_typed(header: list[str], data: list[list[str]], runtime: ModelRuntime) -> list[list]:
+    """CSV cells as numbers where the input is numeric (the spec's, or, without a signature, a
+    column whose every cell reads as one, as pandas.read_csv would) and as text elsewhere."""
+    numeric = [True] * len(header)
+    if runtime.layout == "tensors":
+        numeric = [runtime.inputs[0].numeric] * len(header) if len(runtime.inputs) == 1 else \
+            [next((s.numeric for s in runtime.inputs if s.name == c), False) for c in header]
+    for j in range(len(header)):
+        if numeric[j]:
+            try:
+                vals = [float(r[j]) if r[j] != "" else float("nan") for r in data]
+            except (ValueError, IndexError):
+                if runtime.layout == "none":
+                    continue
+                raise InvalidInput(f"model '{runtime.name}' column '{header[j]}' expects numbers") from None
+            for r, v in zip(data, vals):
+                r[j] = v
+    return data
+
+
+def _expected(runtime: ModelRuntime) -> str:
+    return ", ".join(f"{c.name} ({c.describe()})" for c in runtime.inputs)
 
 
 def encode(pred: Prediction) -> dict:

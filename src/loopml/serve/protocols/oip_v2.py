@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any
 
+import numpy as np
+
 from loopml.errors import BadRequest, InvalidInput, PayloadTooLarge
 from loopml.serve.runtime import ModelRuntime, Prediction, Rows
 
@@ -133,6 +135,13 @@ def decode_infer(payload: Any, runtime: ModelRuntime, max_rows: int, key_column:
         if key_column not in known:
             tensors = [t for t in tensors if t[0] != key_column] or tensors
     columns: dict[str, Any] = {}
+    if runtime.layout != "columns":
+        rows = _tensor_rows(tensors, runtime, params)
+        if rows.n > max_rows:
+            raise PayloadTooLarge("number of rows", max_rows)
+        if rows.n == 0:
+            raise InvalidInput("the request has no rows")
+        return InferRequest(rows, rid, outputs, params, first_row)
     if all(t[0] in known for t in tensors):
         n = None
         for name, shape, datatype, data in tensors:
@@ -170,6 +179,64 @@ def decode_infer(payload: Any, runtime: ModelRuntime, max_rows: int, key_column:
     return InferRequest(Rows(columns, n), rid, outputs, params, first_row)
 
 
+NUMPY_TYPES = {"BOOL": "bool", "FP16": "float16", "FP32": "float32", "FP64": "float64", "BYTES": "object",
+               **{t: t.lower() for t in INT_RANGE}}
+
+
+def _tensor_rows(tensors: list, runtime: ModelRuntime, params: dict | None) -> Rows:
+    """Rows of a tensor-signature model (each request tensor is one of its inputs), or of a
+    model without a signature (the tensors as sent; with ``parameters.content_type`` "pd",
+    MLServer's pandas convention, each tensor is a column of one DataFrame)."""
+    specs = {c.name: c for c in runtime.inputs}
+    as_frame = runtime.layout == "none" and (params or {}).get("content_type") == "pd"
+    columns: dict[str, Any] = {}
+    n = None
+    for name, shape, datatype, data in tensors:
+        spec = specs.get(name)
+        if runtime.layout == "tensors":
+            if spec is None and len(tensors) == 1 and len(specs) == 1 and not runtime.named_tensors:
+                spec = next(iter(specs.values()))  # the one unnamed input, whatever the client called it
+            if spec is None:
+                raise InvalidInput(f"model '{runtime.name}' has no input '{name}'; it expects "
+                                   f"{', '.join(f'{c.name} ({c.describe()})' for c in runtime.inputs)}")
+            _check_tensor_datatype(runtime, spec, datatype)
+            name = spec.name
+        arr = _array(name, shape, datatype, data)
+        columns[name] = arr.reshape(len(arr), -1)[:, 0] if as_frame and arr.ndim == 2 and arr.shape[1] == 1 else arr
+        if n is None:
+            n = shape[0]
+        elif shape[0] != n:
+            raise BadRequest(f"input '{name}' has {shape[0]} rows, other inputs have {n}")
+    missing = [c.name for c in runtime.inputs if c.name not in columns]
+    if missing:
+        expected = ", ".join(f"{c.name} ({c.describe()})" for c in runtime.inputs)
+        raise InvalidInput(f"model '{runtime.name}' is missing input(s) {missing}; it expects {expected}")
+    return Rows(columns, n or 0, layout="frame" if as_frame else "tensors")
+
+
+def _check_tensor_datatype(runtime: ModelRuntime, spec, datatype: str) -> None:
+    kind = spec.dtype.kind
+    ok = datatype == "BYTES" if kind == "O" else datatype == "BOOL" if kind == "b" else datatype in NUMERIC
+    if not ok:
+        raise InvalidInput(f"model '{runtime.name}' input '{spec.name}' expects {spec.describe()}; got {datatype}")
+
+
+def _array(name: str, shape: list[int], datatype: str, data: list):
+    """The request tensor as a NumPy array of its own shape and datatype."""
+    if datatype == "BYTES":
+        if not all(v is None or isinstance(v, str) for v in data):
+            raise BadRequest(f"input '{name}': BYTES data must be strings")
+        arr = np.empty(len(data), dtype=object)
+        arr[:] = data
+        return arr.reshape(shape)
+    if datatype == "BOOL" and not all(type(v) is bool for v in data):
+        raise BadRequest(f"input '{name}': BOOL data must be true or false")
+    try:
+        return np.asarray(data, dtype=NUMPY_TYPES[datatype]).reshape(shape)
+    except (ValueError, TypeError) as e:
+        raise BadRequest(f"input '{name}': {datatype} data must be numbers: {e}") from None
+
+
 def _requested_outputs(req: Any, runtime: ModelRuntime) -> list[str]:
     if req is None:
         return ["predict"]
@@ -192,8 +259,9 @@ def encode_infer(req: InferRequest, pred: Prediction, runtime: ModelRuntime, rid
     out = []
     for name in req.outputs:
         if name == "predict":
-            out.append({"name": "predict", "shape": [n], "datatype": runtime.predict_datatype(),
-                        "data": pred.predict})
+            shape = [n, *pred.predict.shape[1:]]  # a model may answer a vector per row (embeddings)
+            out.append({"name": "predict", "shape": shape, "datatype": runtime.predict_datatype(),
+                        "data": pred.predict if len(shape) == 1 else pred.predict.ravel()})
         elif name == "predict_proba" and pred.proba is not None:
             out.append({"name": "predict_proba", "shape": list(pred.proba.shape), "datatype": "FP64",
                         "data": pred.proba.ravel()})
@@ -207,13 +275,19 @@ def model_metadata(runtime: ModelRuntime, versions: list[str]) -> dict:
     outputs = [{"name": "predict", "datatype": runtime.predict_datatype(), "shape": [-1]}]
     if runtime.is_classifier:
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(runtime.classes)]})
+    parameters: dict[str, Any] = {"version": runtime.version}
+    if not runtime.has_signature:
+        # OIP metadata has no way to say "anything": inputs stay empty and this says why
+        parameters["signature"] = "none"
+        parameters["inputs_note"] = "the model has no signature: each request's tensors are passed to it as sent"
     return {
         "name": runtime.name,
         "versions": versions,
-        "platform": "sklearn",
-        "inputs": [{"name": c.name, "datatype": c.datatype, "shape": [-1]} for c in runtime.inputs],
+        "platform": runtime.runtime_name or "sklearn",
+        "inputs": [{"name": c.name, "datatype": c.datatype, "shape": list(c.shape) if c.is_tensor else [-1]}
+                   for c in runtime.inputs],
         "outputs": outputs,
-        "parameters": {"version": runtime.version},
+        "parameters": parameters,
     }
 
 

@@ -27,11 +27,18 @@ COLUMN_TYPES: dict[str, tuple[Any, str]] = {
 
 @dataclass(slots=True)
 class Rows:
-    """``n`` input rows, as column name -> list (or array) of values, plus per-row ids."""
+    """``n`` input rows, as column name -> list (or array) of values, plus per-row ids.
+
+    A tensor input is one entry too: an (n, ...) array, or a list of ``n`` per-row values
+    (what the batcher's concatenation makes of several requests). ``layout`` matters only
+    for a model without a signature, whose input is passed as given: ``"frame"`` (a body in
+    a table layout: one DataFrame) or ``"tensors"`` (one array, or a dict of named arrays).
+    """
 
     columns: dict[str, Any]
     n: int
     ids: list[str | None] | None = None
+    layout: str = ""
 
 
 @dataclass(slots=True)
@@ -59,20 +66,39 @@ class Predictor(Protocol):
 
 @dataclass(frozen=True)
 class InputColumn:
+    """One model input: a named column of an MLflow column signature (``type`` is MLflow's
+    column type, ``shape`` None), or a tensor of a tensor signature (``type`` is a NumPy
+    dtype name, ``shape`` MLflow's, with -1 for any size, the first dimension being rows)."""
+
     name: str
     type: str
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.shape is not None
 
     @property
     def dtype(self):
+        if self.shape is not None:
+            return _tensor_dtype(self.type)
         return COLUMN_TYPES.get(self.type, (object, "BYTES"))[0]
 
     @property
     def datatype(self) -> str:
+        if self.shape is not None:
+            return _datatype_of(self.dtype)
         return COLUMN_TYPES.get(self.type, (object, "BYTES"))[1]
 
     @property
     def numeric(self) -> bool:
+        if self.shape is not None:
+            return self.dtype.kind in "iuf"
         return self.type in ("double", "float", "long", "integer")
+
+    def describe(self) -> str:
+        """``FP64 [-1, 20]`` for a tensor, ``double`` for a column: what an error says is expected."""
+        return f"{self.datatype} {list(self.shape)}" if self.shape is not None else self.type
 
 
 def _to_column(col: InputColumn, values: Any) -> np.ndarray:
@@ -110,3 +136,58 @@ def _datatype_of(dtype: np.dtype) -> str:
     if kind == "f":
         return f"FP{np.dtype(dtype).itemsize * 8}"
     return "BYTES"
+
+
+def _tensor_dtype(name: str) -> np.dtype:
+    """NumPy dtype of a TensorSpec's dtype name; text ("str", "object", "<U5") is object."""
+    try:
+        dt = np.dtype(name)
+    except TypeError:
+        return np.dtype(object)
+    return np.dtype(object) if dt.kind in "OUS" else dt
+
+
+def _stack(values: Any) -> np.ndarray:
+    """(n, ...) array of a tensor input's values (an array, or a list of per-row values)."""
+    if isinstance(values, np.ndarray):
+        return values
+    if values and isinstance(values[0], np.ndarray):
+        return np.stack(values)
+    return np.asarray(values)
+
+
+def _to_tensor(model: str, spec: InputColumn, values: Any, n: int) -> np.ndarray:
+    """One tensor input as an (n, ...) array of the spec's dtype, its shape checked against the
+    spec's (-1 matches any size). Raises InvalidInput naming the model, input and expectation."""
+    want = spec.describe()
+    try:
+        arr = _stack(values)
+    except ValueError as e:  # ragged rows
+        raise InvalidInput(f"model '{model}' input '{spec.name}' expects {want}: {e}") from None
+    shape = spec.shape
+    if arr.ndim != len(shape) or arr.shape[0] != n or any(d not in (-1, g) for d, g in zip(shape[1:], arr.shape[1:])):
+        raise InvalidInput(f"model '{model}' input '{spec.name}' expects shape {list(shape)} ({want}); "
+                           f"got shape {list(arr.shape)}")
+    dt = spec.dtype
+    if dt.kind == "O":
+        if arr.dtype.kind in "US":
+            arr = arr.astype(object)
+        if arr.dtype.kind != "O" or not all(v is None or isinstance(v, (str, bytes)) for v in arr.ravel()):
+            raise InvalidInput(f"model '{model}' input '{spec.name}' expects text ({want}); got {_datatype_of(arr.dtype)}")
+        return arr
+    if dt.kind == "b":
+        if arr.dtype.kind != "b":
+            raise InvalidInput(f"model '{model}' input '{spec.name}' expects {want}; got {_datatype_of(arr.dtype)}")
+        return arr
+    if arr.dtype.kind not in "iufb" or arr.dtype.kind == "b":
+        raise InvalidInput(f"model '{model}' input '{spec.name}' expects numbers ({want}); "
+                           f"got {_datatype_of(arr.dtype)}")
+    if dt.kind in "iu" and arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.floor(arr)):
+            raise InvalidInput(f"model '{model}' input '{spec.name}' expects integers ({want}); got fractions")
+    return arr if arr.dtype == dt else arr.astype(dt)
+
+
+def _as_given(values: Any) -> np.ndarray:
+    """A tensor of a model without a signature: the array as sent."""
+    return _stack(values)

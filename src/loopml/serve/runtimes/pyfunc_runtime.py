@@ -15,6 +15,9 @@ from loopml.serve.runtimes.base import ModelInfo, Runtime
 from loopml.serve.runtimes.sklearn_runtime import NATIVE_FLAVORS
 
 
+_INPUT_ERRORS = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+
+
 class PyfuncModel:
     """A loaded pyfunc model with the estimator surface the serving path calls."""
 
@@ -23,11 +26,18 @@ class PyfuncModel:
         self.columns = columns
 
     def predict(self, X: Any) -> np.ndarray:
-        if isinstance(X, np.ndarray):  # fast-lane matrix: pyfunc enforces its signature on a frame
+        if isinstance(X, np.ndarray) and self.columns:  # fast-lane matrix: pyfunc enforces its signature on a frame
             import pandas as pd
 
             X = pd.DataFrame(X, columns=self.columns)
-        out = self.pyfunc.predict(X)
+        try:
+            out = self.pyfunc.predict(X)
+        except Exception as e:
+            # MLflow's schema enforcement refusing the input is the client's mistake (a 4xx);
+            # ModelRuntime turns ValueError into InvalidInput. Anything else is the model's.
+            if type(e).__name__ == "MlflowException" and getattr(e, "error_code", "") in _INPUT_ERRORS:
+                raise ValueError(" ".join(str(e).split())[:500]) from None
+            raise
         out = np.asarray(out.iloc[:, 0] if hasattr(out, "iloc") and getattr(out, "ndim", 1) == 2 else out)
         return out.ravel() if out.ndim == 2 and out.shape[1] == 1 else out
 
@@ -42,6 +52,7 @@ class PyfuncRuntime(Runtime):
 
     def load(self) -> "PyfuncRuntime":
         sig = self.source.signature(self.ref) or {}
-        columns = [c["name"] for c in sig.get("inputs") or [] if c.get("name")]
+        # a column signature's names, for the fast lane's float matrix; tensors arrive as arrays
+        columns = [c["name"] for c in sig.get("inputs") or [] if c.get("name") and c.get("type") != "tensor"]
         self.model_ = PyfuncModel(self.source.load_pyfunc(self.ref), columns)
         return self
