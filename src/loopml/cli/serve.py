@@ -22,6 +22,9 @@ def serve(
     model: Annotated[list[str], typer.Option("--model", "-m", help="NAME, NAME@ALIAS or NAME/VERSION; repeatable.")],
     host: Annotated[Optional[str], typer.Option(help="Interface to bind (default: serving.host, 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port to listen on, 0..65535 (default: serving.port, 8080).")] = None,
+    grpc_port: Annotated[Optional[int], typer.Option(
+        "--grpc-port", help="Also serve OIP v2 over gRPC (inference.GRPCInferenceService) on this port, same host "
+                            "(default: serving.grpc_port; off).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes sharing the port (default: serving.workers, 1).")] = None,
     max_batch_size: Annotated[Optional[int], typer.Option(help="Most rows per predict call (default: serving.max_batch_size, 64).")] = None,
     max_delay_ms: Annotated[Optional[float], typer.Option(help="Longest wait for a batch to fill (default: serving.max_delay_ms, 1).")] = None,
@@ -55,7 +58,8 @@ def serve(
     from loopml.serve.settings import UNSAFE_PICKLE_ENV, EndpointSpec, ServeSettings, resolve_serving
 
     specs = [EndpointSpec.parse(m) for m in model]
-    serving = resolve_serving({"host": host, "port": port, "workers": workers, "max_batch_size": max_batch_size,
+    serving = resolve_serving({"host": host, "port": port, "grpc_port": grpc_port, "workers": workers,
+                               "max_batch_size": max_batch_size,
                                "max_delay_ms": max_delay_ms, "max_queue_rows": max_queue_rows,
                                "max_inflight": max_inflight, "deadline_ms": deadline_ms,
                                "max_connections": max_connections, "max_header_bytes": max_header_bytes,
@@ -71,11 +75,13 @@ def serve(
     settings = ServeSettings.for_serving(serving, poll_interval_s=poll_interval, log_predictions=not no_log,
                                          tune_gc=True)
     ws = workspace(home, tracking_uri)
-    _preflight(ws, specs, serving.host, serving.port)
-    typer.echo(f"loopml serve: {', '.join(map(str, specs))} on http://{serving.host}:{serving.port} "
+    _preflight(ws, specs, serving.host, serving.port, serving.grpc_port)
+    grpc = f" and gRPC port {serving.grpc_port}" if serving.grpc_port is not None else ""
+    typer.echo(f"loopml serve: {', '.join(map(str, specs))} on http://{serving.host}:{serving.port}{grpc} "
                f"(workers={serving.workers}, max_batch_size={settings.max_batch_size}, "
                f"max_delay_ms={settings.max_delay_ms:g}, max_inflight={settings.max_inflight}, admin API {'on' if settings.admin_token else 'off'})", err=True)
-    run(ws, specs, settings, host=serving.host, port=serving.port, workers=serving.workers, log_level="warning")
+    run(ws, specs, settings, host=serving.host, port=serving.port, workers=serving.workers, log_level="warning",
+        grpc_port=serving.grpc_port, announce=True)
 
 
 def _project_serving(project: Optional[Path]):
@@ -90,9 +96,10 @@ def _project_serving(project: Optional[Path]):
     return load_spec(project).serving
 
 
-def _preflight(ws, specs, host: str, port: int) -> None:
+def _preflight(ws, specs, host: str, port: int, grpc_port: int | None = None) -> None:
     """Fail fast, in one line, on what would otherwise abort the server's start-up: an unknown
     model or version, or a port in use."""
+    from loopml.errors import PortInUse, ServeError
     from loopml.registry.client import Registry
     from loopml.serve.server import bind_socket
 
@@ -101,6 +108,13 @@ def _preflight(ws, specs, host: str, port: int) -> None:
         registry.resolve(spec.name, spec.ref)  # raises ModelNotFound naming it
     if port:
         bind_socket(host, port).close()  # raises PortInUse
+    if grpc_port:
+        if grpc_port == port:
+            raise ServeError(f"--grpc-port {grpc_port} is the REST port too; give gRPC a port of its own")
+        try:
+            bind_socket(host, grpc_port).close()
+        except PortInUse:
+            raise ServeError(f"gRPC port {grpc_port} on {host} is already in use; pick another with --grpc-port") from None
 
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="LOOPML_SERVE_URL", help="Server base URL.")]

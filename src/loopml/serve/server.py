@@ -1,6 +1,12 @@
 """Running the app on uvicorn (uvloop + httptools): in the foreground, in N worker
 processes, or in a background thread of the current process (:class:`ServerHandle`).
 
+With a gRPC port (``--grpc-port``, ``LOOPML_SERVE_GRPC_PORT``, ``serving.grpc_port``; off
+by default) the same process also answers OIP v2 over gRPC (:mod:`loopml.serve.grpc`) on the
+same host, on the same event loop and models as REST (:class:`WithGrpc`). With ``--workers
+N`` every worker runs its own gRPC server on that port (SO_REUSEPORT: the kernel spreads
+connections over them, as it does for the shared REST socket).
+
     from loopml.serve.server import ServerHandle
     with ServerHandle(workspace, ["fraud@champion"], port=0) as server:
         httpx.post(server.url + "/invocations", json={...})
@@ -8,10 +14,12 @@ processes, or in a background thread of the current process (:class:`ServerHandl
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -63,17 +71,116 @@ def _startup_error(app: Any) -> BaseException | None:
     return getattr(getattr(app, "fleet", None), "startup_error", None)
 
 
+def _core(app: Any) -> Any:
+    """The ServeApp under ASGI wrappers (tracing) that keep it as ``.app``."""
+    while not hasattr(app, "oip_infer") and hasattr(app, "app"):
+        app = app.app
+    return app
+
+
+class WithGrpc:
+    """ASGI wrapper around the app's lifespan: once the models are loaded, start the gRPC
+    server (when ``grpc_port`` is not None) and, when ``announce``, print the runtime each
+    model got; on shutdown stop gRPC (``drain_timeout_s`` for in-flight RPCs) before the app
+    flushes its prediction log. HTTP passes straight through."""
+
+    def __init__(self, app: Any, host: str, grpc_port: int | None, *, reuse_port: bool = False,
+                 announce: bool = False) -> None:
+        self.app = app
+        self.host = host
+        self.grpc_port = grpc_port
+        self.reuse_port = reuse_port
+        self.announce = announce
+        self.grpc: Any = None
+        self._stopping: asyncio.Task | None = None
+
+    def __getattr__(self, name: str) -> Any:  # fleet, settings, ... of the wrapped app
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+
+        async def on_send(message: dict) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    await self._started()
+                except Exception as e:  # noqa: BLE001 - reported like a model that did not load
+                    core = _core(self.app)
+                    core.fleet.startup_error = e
+                    await core.fleet.stop()
+                    message = {"type": "lifespan.startup.failed", "message": str(e)}
+            await send(message)
+
+        async def on_receive() -> dict:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.stop_grpc()
+            return message
+
+        await self.app(scope, on_receive, on_send)
+
+    async def _started(self) -> None:
+        core = _core(self.app)
+        if self.grpc_port is not None:
+            from loopml.serve.grpc.service import GrpcServer
+
+            self.grpc = GrpcServer(core, self.host, self.grpc_port, reuse_port=self.reuse_port)
+            self.grpc_port = await self.grpc.start()
+        if self.announce:
+            for line in runtime_lines(core.fleet):
+                print(line, file=sys.stderr, flush=True)
+            if self.grpc is not None:
+                print(f"loopml serve: gRPC (OIP v2) on {self.grpc.address}", file=sys.stderr, flush=True)
+
+    def stop_grpc(self) -> asyncio.Future:
+        """Start stopping gRPC (once); awaitable until in-flight RPCs are done or the grace is over."""
+        if self._stopping is None:
+            grace = _core(self.app).settings.drain_timeout_s
+            coro = self.grpc.stop(grace) if self.grpc is not None else asyncio.sleep(0)
+            self._stopping = asyncio.ensure_future(coro)
+        return self._stopping
+
+
+def runtime_lines(fleet: Any) -> list[str]:
+    """One line per loaded model version: the runtime it got, and why not a better one."""
+    lines = []
+    for ep in fleet.endpoints.values():
+        for dep in ep.deployments():
+            rt = dep.runtime
+            why = getattr(rt, "fallback_reason", None)
+            lines.append(f"loopml serve: {ep.name} version {dep.version} ({dep.label}): runtime "
+                         f"{getattr(rt, 'runtime_name', None) or 'unknown'}" + (f" (fell back: {why})" if why else ""))
+    return lines
+
+
+def _server(config: Any):
+    """A uvicorn server that, on SIGINT/SIGTERM, starts draining gRPC at the moment REST stops
+    accepting (not only after REST's in-flight requests are done)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            app = self.config.app
+            if isinstance(app, WithGrpc):
+                app.stop_grpc()
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
 class ServerHandle:
     """A server in a background thread. ``port=0`` picks a free port; see :attr:`url`."""
 
     def __init__(self, workspace: Workspace, endpoints: list[EndpointSpec | str],
                  settings: ServeSettings | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 registry: Any = None) -> None:
+                 registry: Any = None, grpc_port: int | None = None) -> None:
         self.workspace = workspace
         self.endpoints = endpoints
         self.settings = settings
         self.host = host
         self.port = port
+        self.grpc_port = grpc_port  # None: no gRPC; 0: a free port, known after start()
         self.registry = registry
         self.app: Any = None
         self._server: Any = None
@@ -96,7 +203,9 @@ class ServerHandle:
         sock = bind_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
         self.app = build_app(self.workspace, self.endpoints, self.settings, registry=self.registry)
-        self._server = uvicorn.Server(uvicorn_config(self.app))
+        if self.grpc_port is not None:
+            self.app = WithGrpc(self.app, self.host, self.grpc_port)
+        self._server = _server(uvicorn_config(self.app))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"loopml-serve-{self.port}", daemon=True)
         self._thread.start()
@@ -110,6 +219,8 @@ class ServerHandle:
                     raise err
                 raise ServeError(f"server on {self.url} failed to start: {err or 'timeout'}")
             time.sleep(0.01)
+        if isinstance(self.app, WithGrpc):
+            self.grpc_port = self.app.grpc_port
         return self
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -128,19 +239,26 @@ class ServerHandle:
 
 
 def run(workspace: Workspace, endpoints: list[str], settings: ServeSettings, *, host: str = "127.0.0.1",
-        port: int = 8080, workers: int = 1, log_level: str = "info") -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (graceful shutdown)."""
+        port: int = 8080, workers: int = 1, log_level: str = "info", grpc_port: int | None = None,
+        announce: bool = False) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM (graceful shutdown). ``grpc_port``: also
+    OIP v2 over gRPC on that port; ``announce``: print each model's runtime once loaded."""
     import uvicorn
 
     from loopml.serve.app import build_app
 
     specs = [EndpointSpec.parse(e) if isinstance(e, str) else e for e in endpoints]
+    if grpc_port:
+        bind_socket(host, grpc_port).close()  # taken: one line now, not a failed start later
+    elif grpc_port == 0 and workers > 1:
+        raise ServeError("--grpc-port 0 with --workers > 1 would give each worker its own port; name one")
     if workers > 1:
         bind_socket(host, port).close()  # PortInUse before forking anything
         os.environ[CONFIG_ENV] = json.dumps({
             "home": str(workspace.home), "tracking_uri": workspace.tracking_uri_override,
             "endpoints": [str(s) for s in specs],
             "settings": {k: v for k, v in settings.to_dict().items() if k != "extra"},
+            "host": host, "grpc_port": grpc_port, "announce": announce,
         })
         uvicorn.run("loopml.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                     loop="uvloop", http=PROTOCOL, lifespan="on", log_level=log_level, access_log=False,
@@ -149,7 +267,9 @@ def run(workspace: Workspace, endpoints: list[str], settings: ServeSettings, *, 
         return
     sock = bind_socket(host, port)
     app = build_app(workspace, specs, settings)
-    server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
+    if grpc_port is not None or announce:
+        app = WithGrpc(app, host, grpc_port, announce=announce)
+    server = _server(uvicorn_config(app, log_level=log_level))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
     # handlers it found; no-op ones let a clean shutdown end with exit code 0.
     _quiet_signals()
@@ -176,4 +296,8 @@ def app_from_env():
     cfg = json.loads(os.environ[CONFIG_ENV])
     workspace = Workspace.from_env(cfg["home"], cfg.get("tracking_uri")).init()
     from loopml.serve.workers import as_worker  # dies with the master; admin changes reach every worker
-    return as_worker(build_app(workspace, cfg["endpoints"], ServeSettings(**cfg["settings"]).validate()))
+    app = as_worker(build_app(workspace, cfg["endpoints"], ServeSettings(**cfg["settings"]).validate()))
+    if cfg.get("grpc_port") is not None or cfg.get("announce"):
+        # each worker its own gRPC server on the shared port (SO_REUSEPORT)
+        app = WithGrpc(app, cfg["host"], cfg.get("grpc_port"), reuse_port=True, announce=bool(cfg.get("announce")))
+    return app

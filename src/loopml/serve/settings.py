@@ -18,6 +18,7 @@ from loopml.spec import ServingSpec
 SERVING_ENV = {
     "host": "LOOPML_SERVE_HOST",
     "port": "LOOPML_SERVE_PORT",
+    "grpc_port": "LOOPML_SERVE_GRPC_PORT",
     "workers": "LOOPML_SERVE_WORKERS",
     "max_batch_size": "LOOPML_SERVE_MAX_BATCH_SIZE",
     "max_delay_ms": "LOOPML_SERVE_MAX_DELAY_MS",
@@ -96,7 +97,7 @@ def resolve_serving(flags: Mapping[str, Any] | None = None, spec: ServingSpec | 
         problems = []
         for err in exc.errors():
             key = str(err["loc"][0])
-            if key == "port":
+            if key in ("port", "grpc_port"):
                 low, high = PORT_RANGE
                 problems.append(f"{origin[key]} {values[key]}: not a valid port; use a number from {low} to {high}")
             else:
