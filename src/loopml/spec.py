@@ -153,6 +153,7 @@ class ServingSpec(_Strict):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    grpc_port: int | None = None  # OIP v2 over gRPC beside REST on the same host (None: off)
     max_batch_size: int = Field(64, ge=1)
     max_delay_ms: float = Field(1.0, ge=0)  # the value docs/benchmarks.md measured
     workers: int = Field(1, ge=1)
@@ -168,10 +169,10 @@ class ServingSpec(_Strict):
     keepalive_timeout_s: float = Field(75.0, gt=0)  # idle keep-alive connection closed after
     max_request_id: int = Field(128, ge=1)  # characters of x-request-id / OIP id (400 past it)
 
-    @field_validator("port")
+    @field_validator("port", "grpc_port")
     @classmethod
-    def _port_range(cls, v: int) -> int:
-        if not 0 <= v <= 65535:
+    def _port_range(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v <= 65535:
             raise ValueError(f"{v} is not a valid port; use a number from 0 to 65535 (0 picks a free port)")
         return v
 
