@@ -85,3 +85,71 @@ def test_probe_set_holds_example_unseen_and_missing_categories():
     assert len(probe) == 21 and probe["c"].iloc[0] == "b"
     assert probe["c"].isna().any() and (probe["c"] == "\u00abunseen\u00bb").any()
     assert probe["n"].dtype == np.int64
+
+
+def _tree_source(tmp_path, model, X, sig_type="double"):
+    sig = {"inputs": [{"name": c, "type": sig_type} for c in X.columns], "outputs": []}
+    return FolderSource(tmp_path, model, sig, X.head(3))
+
+
+def _tree_frame(n=1500, k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, k)), columns=[f"x{i}" for i in range(k)])
+    X.iloc[::11, 2] = np.nan  # HistGradientBoosting learns where missing values go
+    return X
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regressor", "poisson"])
+def test_hist_gradient_boosting_is_adopted_in_double_precision(tmp_path, kind):
+    """Failed before: TreeEnsembleClassifier/Regressor in onnxruntime only load as float32,
+    whose rounded thresholds put rows near a split on the other side (0.02-0.04 off)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    X = _tree_frame()
+    signal = X["x0"] + X["x1"] * X["x3"] + np.nan_to_num(X["x2"])
+    model = {"binary": lambda: HistGradientBoostingClassifier(max_iter=30).fit(X, signal > 0),
+             "multiclass": lambda: HistGradientBoostingClassifier(max_iter=40).fit(X, np.digitize(signal, [-1, 1])),
+             "regressor": lambda: HistGradientBoostingRegressor(max_iter=30).fit(X, signal),
+             "poisson": lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=30).fit(X, np.exp(signal / 3))}[kind]()
+    src = _tree_source(tmp_path, model, X)
+    result = optimize_version(src, src.ref)
+    assert result.adopted, result.reason
+    diff = result.report.get("max_proba_diff", result.report.get("max_value_diff"))
+    assert diff <= 1e-9  # double all the way, not merely within the gate
+
+
+def test_hist_gradient_boosting_with_preprocessing_stays_double(tmp_path):
+    """Failed before: onnxruntime has no double ai.onnx.ml Imputer, so a median imputer in front
+    of the trees sent the whole graph to float32."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+
+    X = _tree_frame(seed=1)
+    model = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
+                      ("hgb", HistGradientBoostingClassifier(max_iter=30))]).fit(X, X["x0"] + X["x1"] > 0)
+    src = _tree_source(tmp_path, model, X)
+    result = optimize_version(src, src.ref)
+    assert result.adopted and result.report["max_proba_diff"] <= 1e-9, result.reason
+
+
+def test_random_forest_is_adopted(tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = _tree_frame(seed=2).fillna(0.0)
+    model = RandomForestClassifier(30, max_depth=8, random_state=0).fit(X, X["x0"] * X["x1"] > 0)
+    src = _tree_source(tmp_path, model, X)
+    result = optimize_version(src, src.ref)
+    assert result.adopted, result.reason
+
+
+def test_categorical_splits_keep_skl2onnx_converter(tmp_path):
+    """HistGradientBoosting with categorical splits is not written as TreeEnsemble: skl2onnx's
+    own (float) converter takes it and parity decides, with the reason on a refusal."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"cat": rng.integers(0, 5, 800).astype(float), "x": rng.normal(size=800)})
+    model = HistGradientBoostingClassifier(categorical_features=[0], max_iter=20).fit(X, (X["cat"] % 2 == 0) ^ (X["x"] > 0))
+    src = _tree_source(tmp_path, model, X)
+    result = optimize_version(src, src.ref)
+    assert result.adopted or src.tags[ONNX_REFUSED_TAG] == result.reason

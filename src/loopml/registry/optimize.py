@@ -141,24 +141,31 @@ def convert(model: Any, inputs: list[dict]) -> Any:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
-    _install_string_imputer()
     from skl2onnx.common.data_types import FloatTensorType
     import onnxruntime as ort
 
+    from loopml.registry import onnx_trees
+
+    _install_string_imputer()
+    onnx_trees.install()  # HistGradientBoosting in double (ai.onnx.ml TreeEnsemble 5)
+
     numeric = all(c.get("type") in _NUMERIC for c in inputs)
     attempts = []
-    # doubles first (thresholds compare exactly as in scikit-learn); ONNX's tree operators in
-    # onnxruntime take floats only, so float32 comes next and parity decides
+    # doubles first (thresholds compare exactly as in scikit-learn); float32 next, for
+    # converters that only write float graphs, and parity decides
     for tensor in (DoubleTensorType, FloatTensorType):
         if numeric and not _selects_by_name(model):
             attempts.append([("X", tensor([None, len(inputs)]))])  # one tensor: fewer copies per call
         attempts.append([(c["name"], tensor([None, 1]) if c.get("type") in _NUMERIC else StringTensorType([None, 1]))
                          for c in inputs])
+    # classifiers: probabilities as a tensor, not a list of maps (regressors take no such option)
+    options = {id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None
     errors = []
     for types in attempts:
         try:
-            proto = to_onnx(model, initial_types=types, options={id(model): {"zipmap": False}},
+            proto = to_onnx(model, initial_types=types, options=options,
                             target_opset={"": 18, "ai.onnx.ml": 3})
+            proto = onnx_trees.finish(proto)
             ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
             break
         except Exception as e:  # noqa: BLE001 - skl2onnx raises many kinds; the reason is what matters
@@ -190,7 +197,7 @@ def _install_string_imputer() -> None:
 
     from sklearn.impute import SimpleImputer
     from skl2onnx import update_registered_converter
-    from skl2onnx.common.data_types import StringTensorType
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
     from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
     from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
 
@@ -205,6 +212,8 @@ def _install_string_imputer() -> None:
                 return convert_sklearn_imputer(scope, operator, container)
             finally:
                 operator.raw_operator = op
+        if isinstance(operator.inputs[0].type, DoubleTensorType) and _double_fill(op) is not None:
+            return _convert_double_imputer(scope, operator, container, _double_fill(op))
         return convert_sklearn_imputer(scope, operator, container)
 
     update_registered_converter(SimpleImputer, "SklearnSimpleImputer", calculate_sklearn_imputer_output_shapes,
@@ -222,6 +231,32 @@ def _install_string_imputer() -> None:
 
     tree_ensemble.add_node = add_node_int_flags
     _INSTALLED.append(True)
+
+
+def _double_fill(imputer: Any) -> Any:
+    """The per-column fill values of a numeric SimpleImputer for NaN, or None when it is not one
+    (another marker, indicators, or a column it drops because it was empty at fit)."""
+    stats = getattr(imputer, "statistics_", None)
+    mv = imputer.missing_values
+    if stats is None or stats.dtype.kind != "f" or not (isinstance(mv, float) and mv != mv):
+        return None
+    if np.isnan(stats).any() or getattr(imputer, "add_indicator", False):
+        return None
+    return stats.astype(np.float64)
+
+
+def _convert_double_imputer(scope: Any, operator: Any, container: Any, fill: np.ndarray) -> None:
+    """NaN -> the column's statistic, in double (onnxruntime implements ai.onnx.ml Imputer for
+    float only, which would round every number on the way to the trees)."""
+    from onnx import TensorProto
+
+    X = operator.inputs[0].full_name
+    stats = scope.get_unique_variable_name("impute_values")
+    container.add_initializer(stats, TensorProto.DOUBLE, [1, len(fill)], fill.tolist())
+    missing = scope.get_unique_variable_name("is_nan")
+    container.add_node("IsNaN", [X], [missing], name=scope.get_unique_operator_name("IsNaN"))
+    container.add_node("Where", [missing, stats, X], [operator.outputs[0].full_name],
+                       name=scope.get_unique_operator_name("Where"))
 
 
 def _selects_by_name(model: Any) -> bool:
@@ -278,6 +313,8 @@ def probe_frame(inputs: list[dict], example: Any, profile: Any, n: int, seed: in
             values[: min(n, 3)] = [lo, hi, 0.0][: min(n, 3)]
             if kind in ("long", "integer"):
                 values = np.round(values)
+            elif any(v is None or v != v for v in seen) and n > 3:
+                values[3] = np.nan  # the example has missing numbers: so does the probe set
             cols[name] = seen + values.tolist()
         elif kind == "boolean":
             cols[name] = seen + (rng.random(n) < 0.5).tolist()
@@ -298,7 +335,7 @@ def probe_frame(inputs: list[dict], example: Any, profile: Any, n: int, seed: in
 def _range(prof: Any, seen: list) -> tuple[float, float]:
     if prof is not None and prof.min is not None and prof.max is not None:
         return float(prof.min), float(prof.max)
-    vals = [float(v) for v in seen if v is not None]
+    vals = [float(v) for v in seen if v is not None and v == v]
     if vals:
         return min(vals) - 1.0, max(vals) + 1.0
     return -3.0, 3.0
