@@ -2,7 +2,8 @@
 
 JSON bodies hold exactly one of ``dataframe_split``, ``dataframe_records``, ``instances``
 or ``inputs`` (plus optional ``params``); ``text/csv`` bodies are a header row and rows.
-The answer is ``{"predictions": [...]}``.
+The answer is ``{"predictions": [...]}``. Tensor-signature models and models without a
+signature read these shapes as MLflow's scoring server does (see the section below).
 """
 
 from __future__ import annotations

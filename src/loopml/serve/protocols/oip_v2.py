@@ -4,7 +4,10 @@ Two ways to send rows are accepted:
 - one tensor per input column, named as in the model signature, shape ``[n]`` or ``[n, 1]``;
 - one tensor of shape ``[n, k]`` (or ``[k]`` for a single row) holding the ``k`` columns in
   signature order.
-``data`` may be flat (row-major) or nested. Outputs are ``predict`` (shape ``[n]``) and,
+A model with a tensor signature takes its tensors by name (an unnamed one is ``input-0``,
+and a single-input model takes its one tensor under any name), each of the signature's
+shape and datatype; a model without a signature takes the tensors as sent (metadata says
+so in ``parameters.signature``). ``data`` may be flat (row-major) or nested. Outputs are ``predict`` (shape ``[n]``) and,
 for classifiers, ``predict_proba`` (shape ``[n, classes]``); ``outputs`` in the request
 picks among them (default: ``predict`` only, as MLServer's scikit-learn runtime does).
 """
