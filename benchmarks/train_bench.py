@@ -4,7 +4,8 @@ Each run is the whole pipeline on the same generated tabular data (24,000 rows, 
 32-unit MLP, batch 16), in a subprocess inside a private network namespace (``unshare -n``;
 Ray listens on every interface). Printed side by side:
 
-- recovery: SIGKILL of one of 2 workers halfway through epoch 2 -> training running again
+- recovery: SIGKILL of one of 2 workers in epoch 2, once epoch 1's checkpoint is registered
+  (see tests/integration/test_ray_train.should_kill) -> training running again
   (``restart_seconds``, from the killed attempt's last heartbeat) and -> the next epoch done
   (``recovery_to_epoch_seconds``), against the target of 30 s (the seed projects': 180 s);
 - overhead: the train step in-process vs Ray with 1 worker (same work; Ray's figure includes
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.integration.ray_job import ray_command  # noqa: E402
-from tests.integration.test_ray_train import _beat  # noqa: E402
+from tests.integration.test_ray_train import should_kill  # noqa: E402
 
 ROWS, EPOCHS = "24000", "4"
 
@@ -39,8 +40,8 @@ def run(root: Path, workers: int, backend: str = "ray", kill: bool = False) -> d
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed_at = None
     while kill and killed_at is None and proc.poll() is None:
-        beat = _beat(root, 1)
-        if beat and beat["epoch"] >= 1 and beat["batch"] >= 300 and beat["resumed_at_epoch"] is None:
+        beat = should_kill(root)
+        if beat:
             os.kill(beat["pid"], signal.SIGKILL)
             killed_at = time.time()
         time.sleep(0.02)

@@ -25,6 +25,22 @@ def _beat(root, rank):
     return None
 
 
+def registered_checkpoint(root):
+    """Ray Train's controller collects reports every 2 s (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S) and
+    writes this snapshot when it registers a checkpoint: only then is it the one a restart
+    resumes from."""
+    return bool(glob.glob(str(root / "ws" / "artifacts" / "ray-train" / "*" / "checkpoint_manager_snapshot.json")))
+
+
+def should_kill(root):
+    """Rank 1's heartbeat while it is in the second epoch (index 1) of its first attempt, once
+    the first epoch's checkpoint is registered; else None."""
+    beat = _beat(root, 1)
+    if beat and beat["epoch"] == 1 and beat["resumed_at_epoch"] is None and registered_checkpoint(root):
+        return beat
+    return None
+
+
 def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("LOOPML_HOME", "LOOPML_TRACKING_URI")}
     proc = subprocess.Popen(ray_command(str(tmp_path), "2", "24000", "4"), cwd=REPO, env=env,
@@ -33,10 +49,8 @@ def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            beat = _beat(tmp_path, 1)
-            # halfway through the second epoch (675 steps; the checkpoint of epoch 1 is registered by
-            # then: Ray Train collects reports asynchronously), first attempt only
-            if beat and beat["epoch"] >= 1 and beat["batch"] >= 300 and beat["resumed_at_epoch"] is None:
+            beat = should_kill(tmp_path)
+            if beat:
                 os.kill(beat["pid"], signal.SIGKILL)
                 killed = beat
                 break
@@ -54,7 +68,7 @@ def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
     run = reg.client.get_run(result["run_id"])
     tags = run.data.tags
     assert tags["loopml.train.restarts"] == "1"
-    assert int(tags["loopml.train.resumed_at_epoch"]) == killed["epoch"]  # resumed at the killed epoch
+    assert int(tags["loopml.train.resumed_at_epoch"]) == killed["epoch"] == 1  # from epoch 0's checkpoint
     assert float(tags["loopml.train.restart_seconds"]) > 0
     assert "recovery_to_epoch_seconds" in run.data.metrics
     steps = sorted({m.step for m in reg.client.get_metric_history(result["run_id"], "train_loss")})
