@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-predlog: $(STAMP)
 
 bench-predict: $(STAMP)
 	$(PY) benchmarks/batch_predict_bench.py
+
+bench-grpc: $(STAMP)
+	$(PY) benchmarks/grpc_bench.py
 
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info
