@@ -32,6 +32,9 @@ def _mount() -> None:
     from loopml.cli.predict import predict as predict_cmd
 
     app.command("predict")(predict_cmd)
+    from loopml.cli.optimize import optimize as optimize_cmd
+
+    app.command("optimize")(optimize_cmd)
     for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor")):
         try:
             sub = __import__(module, fromlist=["app"])
