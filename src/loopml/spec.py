@@ -205,6 +205,19 @@ class FeatureMonitorSpec(_Strict):
         return v
 
 
+class PredictionLogSpec(_Strict):
+    """How servers write and keep the prediction log (see docs/reliability.md). ``async``
+    answers before the rows are on disk (the loss window on a crash is the
+    ``loopml_prediction_log_pending_rows`` gauge); ``acknowledged`` answers only after its rows
+    are in an fsynced group commit. Retention by age and total size; each server compacts
+    small parts into hour files every ``compact_interval_s`` (0: never)."""
+
+    mode: Literal["async", "acknowledged"] = "async"
+    retention_days: float | None = Field(None, gt=0)
+    max_bytes: int | None = Field(None, ge=1)
+    compact_interval_s: float = Field(60.0, ge=0)
+
+
 class MonitoringSpec(_Strict):
     """Drift checks: ``fdr`` is the Benjamini-Hochberg false-discovery rate across features;
     ``features.<name>`` overrides ``method``, ``threshold``, ``skip``, ``min_rows`` per feature
@@ -215,6 +228,7 @@ class MonitoringSpec(_Strict):
     fdr: float = Field(0.05, gt=0, lt=1)
     features: dict[str, FeatureMonitorSpec] = {}
     alerts: list[AlertRule] = []
+    prediction_log: PredictionLogSpec = PredictionLogSpec()
 
 
 class RolloutStep(_Strict):

@@ -193,3 +193,31 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(registered_model):
     logged = set(read_predictions(ws.predictions, name)["request_id"])
     missing = [rid for rid in answered if rid not in logged]
     assert not missing, f"{len(missing)} of {len(answered)} answered predictions are not in the log"
+
+
+def test_the_specs_prediction_log_section_reaches_the_servers_environment(tmp_path, monkeypatch):
+    """loopml.yaml's monitoring.prediction_log is exported for the server and its workers;
+    a variable the user set wins; a typo is a spec error naming the field."""
+    import pytest
+    import yaml
+
+    from loopml.cli.serve import _project_serving
+    from loopml.demo.project import scaffold_project
+    from loopml.errors import SpecError
+    from loopml.serve.recorder import ENV, LogSettings
+
+    proj = scaffold_project(tmp_path / "p", rows=200)
+    raw = yaml.safe_load((proj / "loopml.yaml").read_text())
+    raw.setdefault("monitoring", {})["prediction_log"] = {"mode": "acknowledged", "retention_days": 3}
+    (proj / "loopml.yaml").write_text(yaml.safe_dump(raw))
+    for var in ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(ENV["retention_days"], "9")  # the user's own setting wins
+    _project_serving(proj)
+    got = LogSettings.from_env()
+    assert (got.mode, got.retention_days, got.compact_interval_s) == ("acknowledged", 9.0, 60.0)
+
+    raw["monitoring"]["prediction_log"] = {"mode": "acknowleged"}
+    (proj / "loopml.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="monitoring.prediction_log.mode"):
+        _project_serving(proj)

@@ -93,7 +93,11 @@ def _project_serving(project: Optional[Path]):
         if not Path(SPEC_FILE).is_file():
             return None
         project = Path(".")
-    return load_spec(project).serving
+    spec = load_spec(project)
+    from loopml.serve.recorder import export_log_settings
+
+    export_log_settings(spec.monitoring.prediction_log)  # read by every worker's recorder
+    return spec.serving
 
 
 def _preflight(ws, specs, host: str, port: int, grpc_port: int | None = None) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from loopml.errors import PredictionNotLogged
+from loopml.spec import PredictionLogSpec
 from loopml.serve.runtime import InputColumn, Prediction, Predictor, Rows
 
 log = logging.getLogger("loopml.serve")
@@ -46,14 +47,17 @@ ENV = {"mode": "LOOPML_PREDICTION_LOG_MODE", "retention_days": "LOOPML_PREDICTIO
        "max_bytes": "LOOPML_PREDICTION_LOG_MAX_BYTES", "compact_interval_s": "LOOPML_PREDICTION_LOG_COMPACT_INTERVAL_S"}
 
 
+_DEFAULTS = PredictionLogSpec()  # one source of defaults: the spec's
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """How the server writes and keeps the prediction log (``monitoring.prediction_log``)."""
 
-    mode: str = "async"
-    retention_days: float | None = None  # None: keep every hour
-    max_bytes: int | None = None  # None: no size bound
-    compact_interval_s: float = 60.0  # 0: this server never compacts
+    mode: str = _DEFAULTS.mode
+    retention_days: float | None = _DEFAULTS.retention_days  # None: keep every hour
+    max_bytes: int | None = _DEFAULTS.max_bytes  # None: no size bound
+    compact_interval_s: float = _DEFAULTS.compact_interval_s  # 0: this server never compacts
 
     @classmethod
     def from_env(cls, env=None) -> "LogSettings":
@@ -74,6 +78,17 @@ class LogSettings:
         if values.get("mode", "async") not in MODES:
             raise ServeError(f"{ENV['mode']}={values['mode']!r}: use one of {', '.join(MODES)}")
         return cls(**values)
+
+
+def export_log_settings(spec: PredictionLogSpec, env=None) -> None:
+    """Put loopml.yaml's ``monitoring.prediction_log`` into ``LOOPML_PREDICTION_LOG_*`` where
+    the environment does not set a variable already (environment > loopml.yaml > default),
+    so the server and its worker processes read one set of settings."""
+    env = os.environ if env is None else env
+    for key, var in ENV.items():
+        value = getattr(spec, key)
+        if value is not None and not env.get(var, "").strip():
+            env[var] = str(value)
 
 
 def proba_of(pred: Prediction) -> np.ndarray | None:
