@@ -168,6 +168,9 @@ class ServingSpec(_Strict):
     body_timeout_s: float = Field(30.0, gt=0)  # to receive its body after the headers (408)
     keepalive_timeout_s: float = Field(75.0, gt=0)  # idle keep-alive connection closed after
     max_request_id: int = Field(128, ge=1)  # characters of x-request-id / OIP id (400 past it)
+    # loopml run converts each new version to ONNX and adopts it on parity (registry/optimize.py);
+    # "off" skips it (cost measured in docs/benchmarks.md, "ONNX Runtime")
+    onnx: Literal["auto", "off"] = "auto"
 
     @field_validator("port", "grpc_port")
     @classmethod

@@ -153,3 +153,34 @@ def test_categorical_splits_keep_skl2onnx_converter(tmp_path):
     src = _tree_source(tmp_path, model, X)
     result = optimize_version(src, src.ref)
     assert result.adopted or src.tags[ONNX_REFUSED_TAG] == result.reason
+
+
+def test_optimize_quietly_never_raises(tmp_path, trained):
+    from loopml.errors import RegistryUnavailable
+    from loopml.registry.optimize import optimize_quietly
+
+    class Down(FolderSource):
+        def set_version_tags(self, ref, tags):
+            raise RegistryUnavailable("http://127.0.0.1:1", "connection refused")
+
+    src = Down(tmp_path, trained["clf"], NUM_SIG)
+    said = []
+    assert optimize_quietly(src, src.ref, lambda step, msg: said.append(msg)) is None
+    assert "serving stays native" in said[-1] and "RegistryUnavailable" in said[-1]
+
+
+@pytest.mark.parametrize("setting", ["auto", "off"])
+def test_run_optimizes_unless_serving_onnx_is_off(project, workspace, setting):
+    from loopml.loop.pipeline import run_pipeline
+    from loopml.registry.client import Registry
+    from loopml.spec import load_spec
+
+    spec = load_spec(project)
+    spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"onnx": setting})})
+    steps = []
+    result = run_pipeline(spec, workspace, project_dir=project, on_step=lambda s, m: steps.append(m))
+    tags = Registry(workspace).resolve(spec.name, result.version).tags
+    if setting == "auto":
+        assert tags[RUNTIME_TAG] == "onnx" and any("ONNX adopted" in m for m in steps)
+    else:
+        assert RUNTIME_TAG not in tags and not any("ONNX" in m for m in steps)

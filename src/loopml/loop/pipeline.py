@@ -163,6 +163,9 @@ def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, au
             uri = run.log_model(trained.model, X_test.head(5), flavor=trained.flavor)
             ref = registry.register(uri, spec.name, run.run_id, {SNAPSHOT_TAG: snap.id, "loopml.gate_passed": decision.passed})
             result.version = ref.version
+            if spec.serving.onnx == "auto":  # before any alias moves, so servers load it as adopted
+                from loopml.registry.optimize import optimize_quietly
+                optimize_quietly(registry, ref, on_step)
             why = f"{reason}; gate {'passed' if decision.passed else 'failed'}: {_headline(decision.reasons)}"
             registry.set_alias(spec.name, CHALLENGER, ref.version, why)
             if decision.passed and auto_promote:

@@ -81,6 +81,24 @@ def optimize_version(registry: Any, ref: Any, *, probe_rows: int = PROBE_ROWS,
     return OptimizeResult(ref.name, str(ref.version), adopted, adopted_reason, report)
 
 
+def optimize_quietly(registry: Any, ref: Any, on_step: Any = None) -> OptimizeResult | None:
+    """:func:`optimize_version` for ``loopml run`` (``serving.onnx: auto``): reports through
+    ``on_step`` and never raises. A version it could not optimize simply stays native (None)."""
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        result = optimize_version(registry, ref)
+    except Exception as e:  # noqa: BLE001 - a registry hiccup here must not fail the run
+        if on_step is not None:
+            on_step("register", f"ONNX not tried ({type(e).__name__}: {' '.join(str(e).split())[:200]}); serving stays native")
+        return None
+    if on_step is not None:
+        what = "ONNX adopted" if result.adopted else "ONNX refused, stays native"
+        on_step("register", f"{what} in {time.perf_counter() - t0:.1f} s: {result.reason}")
+    return result
+
+
 def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int, external_data_bytes: int) -> str:
     from loopml.serve.runtimes.onnx_runtime import OnnxModel, open_session
 
