@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc bench-onnx
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-predict: $(STAMP)
 
 bench-grpc: $(STAMP)
 	$(PY) benchmarks/grpc_bench.py
+
+bench-onnx: $(STAMP)
+	$(PY) benchmarks/onnx_bench.py
 
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info
