@@ -20,15 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from loopml.registry.onnx_converters import MISSING_STRING  # what a missing string is fed to ONNX as
 from loopml.serve.runtimes.base import ONNX_ARTIFACT_PATH, ONNX_FILE, ONNX_REFUSED_TAG, RUNTIME_TAG
 
 TOLERANCE = 1e-5
 PROBE_ROWS = 512
 # Above this size ONNX keeps tensors in model.onnx.data (protobuf files stop at 2 GB).
 EXTERNAL_DATA_BYTES = 256 * 1024 * 1024
-# What a missing string is fed to ONNX as (string tensors cannot hold a missing value); the
-# converted imputers replace it, as scikit-learn's SimpleImputer replaces NaN/None.
-MISSING_STRING = "\x00loopml:missing\x00"
 _NUMERIC = ("double", "float", "long", "integer", "boolean")
 
 
@@ -162,10 +160,9 @@ def convert(model: Any, inputs: list[dict]) -> Any:
     from skl2onnx.common.data_types import FloatTensorType
     import onnxruntime as ort
 
-    from loopml.registry import onnx_trees
+    from loopml.registry import onnx_converters
 
-    _install_string_imputer()
-    onnx_trees.install()  # HistGradientBoosting in double (ai.onnx.ml TreeEnsemble 5)
+    onnx_converters.install()  # text imputers, double imputers, HistGradientBoosting in double
 
     numeric = all(c.get("type") in _NUMERIC for c in inputs)
     attempts = []
@@ -183,7 +180,7 @@ def convert(model: Any, inputs: list[dict]) -> Any:
         try:
             proto = to_onnx(model, initial_types=types, options=options,
                             target_opset={"": 18, "ai.onnx.ml": 3})
-            proto = onnx_trees.finish(proto)
+            proto = onnx_converters.finish(proto)
             ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
             break
         except Exception as e:  # noqa: BLE001 - skl2onnx raises many kinds; the reason is what matters
@@ -198,83 +195,6 @@ def convert(model: Any, inputs: list[dict]) -> Any:
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     return proto
-
-
-_INSTALLED: list[bool] = []
-
-
-def _install_string_imputer() -> None:
-    """Let skl2onnx convert SimpleImputer on text columns whose missing marker is NaN (loopml's
-    own preprocessing): skl2onnx takes only a string marker there. The converter is the same,
-    run on a copy of the imputer whose marker is :data:`MISSING_STRING`, which the ONNX
-    runtime feeds for a missing string. Every other case goes to skl2onnx's own converter
-    unchanged; parity on the probe set (which holds missing strings) still decides."""
-    if _INSTALLED:
-        return
-    import copy
-
-    from sklearn.impute import SimpleImputer
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
-    from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
-    from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
-
-    def convert(scope: Any, operator: Any, container: Any) -> None:
-        op = operator.raw_operator
-        mv = op.missing_values
-        if isinstance(operator.inputs[0].type, StringTensorType) and isinstance(mv, float) and mv != mv:
-            patched = copy.copy(op)
-            patched.missing_values = MISSING_STRING
-            operator.raw_operator = patched
-            try:
-                return convert_sklearn_imputer(scope, operator, container)
-            finally:
-                operator.raw_operator = op
-        if isinstance(operator.inputs[0].type, DoubleTensorType) and _double_fill(op) is not None:
-            return _convert_double_imputer(scope, operator, container, _double_fill(op))
-        return convert_sklearn_imputer(scope, operator, container)
-
-    update_registered_converter(SimpleImputer, "SklearnSimpleImputer", calculate_sklearn_imputer_output_shapes,
-                                convert, overwrite=True)
-    # skl2onnx 1.20 passes HistGradientBoosting's missing-value flags as Python/NumPy booleans,
-    # which onnx 1.2x with protobuf 7 refuses in an INTS attribute; the same flags as ints.
-    from skl2onnx.common import tree_ensemble
-
-    add_node = tree_ensemble.add_node
-
-    def add_node_int_flags(*args: Any, **kwargs: Any) -> Any:
-        if "nodes_missing_value_tracks_true" in kwargs:
-            kwargs["nodes_missing_value_tracks_true"] = int(kwargs["nodes_missing_value_tracks_true"])
-        return add_node(*args, **kwargs)
-
-    tree_ensemble.add_node = add_node_int_flags
-    _INSTALLED.append(True)
-
-
-def _double_fill(imputer: Any) -> Any:
-    """The per-column fill values of a numeric SimpleImputer for NaN, or None when it is not one
-    (another marker, indicators, or a column it drops because it was empty at fit)."""
-    stats = getattr(imputer, "statistics_", None)
-    mv = imputer.missing_values
-    if stats is None or stats.dtype.kind != "f" or not (isinstance(mv, float) and mv != mv):
-        return None
-    if np.isnan(stats).any() or getattr(imputer, "add_indicator", False):
-        return None
-    return stats.astype(np.float64)
-
-
-def _convert_double_imputer(scope: Any, operator: Any, container: Any, fill: np.ndarray) -> None:
-    """NaN -> the column's statistic, in double (onnxruntime implements ai.onnx.ml Imputer for
-    float only, which would round every number on the way to the trees)."""
-    from onnx import TensorProto
-
-    X = operator.inputs[0].full_name
-    stats = scope.get_unique_variable_name("impute_values")
-    container.add_initializer(stats, TensorProto.DOUBLE, [1, len(fill)], fill.tolist())
-    missing = scope.get_unique_variable_name("is_nan")
-    container.add_node("IsNaN", [X], [missing], name=scope.get_unique_operator_name("IsNaN"))
-    container.add_node("Where", [missing, stats, X], [operator.outputs[0].full_name],
-                       name=scope.get_unique_operator_name("Where"))
 
 
 def _selects_by_name(model: Any) -> bool:
