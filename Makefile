@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc bench-onnx
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-grpc: $(STAMP)
 
 bench-onnx: $(STAMP)
 	$(PY) benchmarks/onnx_bench.py
+
+bench-hostile: $(STAMP)
+	$(PY) benchmarks/hostile_bench.py
 
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info
