@@ -280,6 +280,7 @@ class NotADemoWorkspace(LoopmlError):
         self.path = path
         super().__init__(f"refusing to run the demo in {path}: {why}")
 
+
 class ControllerRunning(LoopmlError):
     """Another ``loopml up`` already runs the loop for this workspace (one controller per project)."""
 
