@@ -18,16 +18,7 @@ from pathlib import Path
 
 from loopml.config import Workspace
 from loopml.errors import ControllerRunning
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from loopml.procs import pid_alive as _alive
 
 
 def lock_path(workspace: Workspace) -> Path:

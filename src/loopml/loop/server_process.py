@@ -25,6 +25,7 @@ from typing import Callable
 
 from loopml.config import Workspace
 from loopml.errors import PortInUse, ServeError
+from loopml.procs import pid_alive as _alive
 from loopml.serve.settings import check_port
 
 
@@ -69,21 +70,6 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs. A zombie (dead, not yet reaped by a parent that is not us) is not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): kill(0) is all we know
 
 
 def _is_server(pid: int) -> bool:

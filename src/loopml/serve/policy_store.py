@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from loopml.errors import InvalidTrafficPolicy
+from loopml.procs import pid_alive as _alive
 from loopml.serve.traffic import TrafficPolicy, parse_policy
 
 log = logging.getLogger("loopml.serve")
@@ -163,13 +164,3 @@ class SharedEndpoints:
         """(workers that applied ``generation`` or later, live workers)."""
         acks = self.acks()
         return sum(1 for g in acks.values() if g >= generation), len(acks)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

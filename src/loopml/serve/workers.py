@@ -97,7 +97,7 @@ def _forget_dead_groups(run: Any, master: int) -> None:
     """Remove the shared state of masters that are gone (it only ever meant their workers)."""
     import shutil
 
-    from loopml.serve.policy_store import _alive
+    from loopml.procs import pid_alive as _alive
 
     for d in run.glob("workers-*"):
         try:
