@@ -62,8 +62,10 @@ def test_a_classifier_with_text_inputs_predicts_in_one_pass_and_agrees_with_skle
 
     ws, name = registered_model
     reg = Registry(ws)
+    reg.delete_version_tag(reg.resolve(name), "loopml.runtime")  # `loopml run` adopted ONNX; test the sklearn runtime
     ref = reg.resolve(name)
     rt = ModelRuntime(reg, ref, predict_in_thread=False).load()
+    assert rt.runtime_name == "sklearn"
     assert not rt.fast and rt.argmax_predict
     example = pd.DataFrame(reg.input_example(ref))
     native = reg.load_native(ref)
