@@ -208,9 +208,18 @@ class ServeApp:
         labels[0] = ep.name
         if ep.primary is not None:
             labels[1], labels[2] = ep.primary.version, ep.primary.label
-        self.admission.enter(ep.name)  # before the body is read: a refusal costs next to nothing
+        return await self._admitted(ep, self._oip_admitted(ep, version, labels, headers, payload, gone))
+
+    async def _admitted(self, ep, work):
+        """Run ``work`` (a coroutine that has not started, so nothing is read yet) inside the
+        model's admission bound: a refusal costs next to nothing; drops are counted by cause."""
         try:
-            return await self._oip_admitted(ep, version, labels, headers, payload, gone)
+            self.admission.enter(ep.name)
+        except BaseException:
+            work.close()  # never awaited: say so, no "never awaited" warning
+            raise
+        try:
+            return await work
         except (ClientGone, DeadlineExceeded) as e:
             self.admission.count(ep.name, CLIENT_GONE if isinstance(e, ClientGone) else DEADLINE)
             raise
@@ -258,14 +267,7 @@ class ServeApp:
         if primary is None:
             ep.route(headers, None)  # raises ModelNotReady
         labels[1], labels[2] = primary.version, primary.label
-        self.admission.enter(ep.name)  # before the body is read: a refusal costs next to nothing
-        try:
-            return await self._invocations_admitted(scope, receive, ep, primary, labels, headers)
-        except (ClientGone, DeadlineExceeded) as e:
-            self.admission.count(ep.name, CLIENT_GONE if isinstance(e, ClientGone) else DEADLINE)
-            raise
-        finally:
-            self.admission.leave(ep.name)
+        return await self._admitted(ep, self._invocations_admitted(scope, receive, ep, primary, labels, headers))
 
     async def _invocations_admitted(self, scope, receive, ep, primary, labels, headers):
         deadline = self._deadline(headers)
