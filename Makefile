@@ -15,7 +15,7 @@ $(BASE_STAMP): pyproject.toml
 	touch $(BASE_STAMP)
 
 $(STAMP): $(BASE_STAMP)
-	$(PY) -m pip install -q -e ".[test,torch,ray]"  # torch==2.13.0: the CPU wheel on the machines
+	$(PY) -m pip install -q -e ".[test,torch,ray,platform,boost]"  # torch==2.13.0: the CPU wheel on the machines
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -24,12 +24,13 @@ class Workspace:
 
     home: Path
     tracking_uri_override: str | None = None
+    state_uri_override: str | None = None
 
     @classmethod
     def from_env(cls, home: str | os.PathLike | None = None, tracking_uri: str | None = None) -> "Workspace":
         home = home or os.environ.get("LOOPML_HOME") or ".loopml"
         uri = tracking_uri or os.environ.get("LOOPML_TRACKING_URI") or None
-        return cls(Path(home).resolve(), uri)
+        return cls(Path(home).resolve(), uri, os.environ.get("LOOPML_STATE_URI") or None)
 
     @property
     def tracking_uri(self) -> str:
@@ -61,6 +62,12 @@ class Workspace:
     def state_db(self) -> Path:
         """SQLite file for loopml's own transactional state (alerts, rollouts)."""
         return self.home / "state.db"
+
+    @property
+    def state_uri(self) -> str:
+        """Where transactional state lives: ``$LOOPML_STATE_URI`` (e.g. ``postgresql://...``)
+        or the workspace's SQLite file."""
+        return self.state_uri_override or f"sqlite:///{self.state_db}"
 
     @property
     def lock_file(self) -> Path:

@@ -35,7 +35,13 @@ def _mount() -> None:
     from loopml.cli.optimize import optimize as optimize_cmd
 
     app.command("optimize")(optimize_cmd)
-    for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor")):
+    try:  # `loopml tune` needs the ray extra only when it runs; the module itself is light
+        from loopml.cli.tune import tune as tune_cmd
+    except ImportError:
+        tune_cmd = None
+    if tune_cmd is not None:
+        app.command("tune")(tune_cmd)
+    for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor"), ("loopml.cli.platform", "platform")):
         try:
             sub = __import__(module, fromlist=["app"])
         except ImportError:
