@@ -345,3 +345,28 @@ class UnsupportedModelFlavor(LoopmlError):
         self.name, self.version, self.flavors = name, version, flavors
         super().__init__(f"model '{name}' version {version} has flavors {flavors or '(none)'}, which no loopml "
                          "runtime serves (sklearn, onnx, python_function); log it with one of those flavors")
+
+
+# --- the local platform (issue #11) ---
+
+
+class PlatformComponentFailed(LoopmlError):
+    """A platform engine (PostgreSQL, SeaweedFS, MLflow, Prometheus, Alertmanager) did not start."""
+
+    http_status = 503
+    exit_code = 1
+
+    def __init__(self, component: str, reason: str, log_tail: str = "") -> None:
+        self.component, self.reason, self.log_tail = component, reason, log_tail
+        last = log_tail.strip().splitlines()[-1:] if log_tail else []
+        hint = f" (last log line: {last[0][:300]})" if last else ""
+        super().__init__(f"platform component '{component}' {reason}{hint}; "
+                         "see its log in the platform folder, then 'loopml platform down' and 'up' again")
+
+
+class PlatformToolMissing(LoopmlError):
+    """An engine's program is not installed where loopml looks for it."""
+
+    def __init__(self, tool: str, install: str) -> None:
+        self.tool = tool
+        super().__init__(f"'{tool}' was not found; install it ({install}) or put it on PATH")
