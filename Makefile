@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict bench-anchors
 
 # The demo needs only the base install; the tests (and benchmarks) need every extra.
 $(BASE_STAMP): pyproject.toml
@@ -26,7 +26,20 @@ demo: $(BASE_STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench-serve: $(STAMP)
+# The serving anchors in their own virtualenv (MLServer's pins clash with ours); the same
+# scikit-learn as ours, so the benchmark's joblib files load there unchanged.
+ANCHORS := benchmarks/.anchors
+MLSERVER_STAMP := $(ANCHORS)/mlserver/.installed
+$(MLSERVER_STAMP): $(STAMP)
+	test -x $(ANCHORS)/mlserver/bin/python || $(PYTHON) -m venv $(ANCHORS)/mlserver
+	$(ANCHORS)/mlserver/bin/python -m pip install -q "mlserver==1.7.*" "mlserver-sklearn==1.7.*" \
+		"scikit-learn==$$($(PY) -c 'import sklearn; print(sklearn.__version__)')"
+	touch $(MLSERVER_STAMP)
+
+bench-anchors: $(MLSERVER_STAMP)
+
+bench-serve: $(STAMP) $(MLSERVER_STAMP)
+	$(PY) benchmarks/serve_models_bench.py
 	$(PY) benchmarks/serve_bench.py
 
 bench-supervision: $(STAMP)
