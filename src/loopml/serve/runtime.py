@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from loopml.errors import InvalidInput, ModelCheckFailed, RegistryUnavailable, UnsafeModelFormat
-from loopml.serve.runtimes.columns import (COLUMN_TYPES, InputColumn, Prediction, Predictor, Rows, _as_given,
-                                           _datatype_of, _to_column, _to_tensor)
+from loopml.serve.runtimes.columns import (COLUMN_TYPES, InputColumn, Prediction, Predictor, Rows, _datatype_of,
+                                           _to_column)
+from loopml.serve.tensors import given_input, read_tensor_signature, tensor_smoke_rows, typed_tensors
 
 __all__ = ["COLUMN_TYPES", "InputColumn", "ModelRuntime", "Prediction", "Predictor", "Rows", "_datatype_of",
            "_to_column"]
@@ -141,11 +142,10 @@ class ModelRuntime:
     def _read_signature(self, sig: dict) -> None:
         specs = sig.get("inputs") or []
         self.layout, self.named_tensors = "columns", False
-        if specs and all(c.get("type") == "tensor" for c in specs):
-            # unnamed tensors are called input-0, input-1, ... as MLServer's MLflow runtime does
-            self.inputs = [InputColumn(c.get("name") or f"input-{i}", str(c["tensor-spec"]["dtype"]),
-                                       tuple(int(d) for d in c["tensor-spec"]["shape"])) for i, c in enumerate(specs)]
-            self.layout, self.named_tensors = "tensors", any(c.get("name") for c in specs)
+        tensors = read_tensor_signature(specs)
+        if tensors is not None:
+            self.inputs, self.named_tensors = tensors
+            self.layout = "tensors"
             return
         inputs = [InputColumn(c["name"], c.get("type", "double")) for c in specs if c.get("name")]
         if not inputs and hasattr(self.model, "feature_names_in_"):
@@ -197,7 +197,7 @@ class ModelRuntime:
         if getter is not None:
             example = getter(self.ref)
         if self.layout != "columns":
-            return self._tensor_smoke_rows(example)
+            return tensor_smoke_rows(self.layout, self.inputs, self.model, example)
         if example is not None and len(example):
             import pandas as pd
 
@@ -208,32 +208,6 @@ class ModelRuntime:
                 return Rows(cols, len(frame)), "its input example"
         sample = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}
         return Rows({c.name: [sample.get(c.type, "")] for c in self.inputs}, 1), "a row built from its signature"
-
-    def _tensor_smoke_rows(self, example: Any) -> tuple[Rows, str]:
-        import pandas as pd
-
-        if isinstance(example, np.ndarray) and example.ndim and len(example):
-            name = self.inputs[0].name if self.inputs else "input-0"
-            return Rows({name: example}, len(example), layout="tensors"), "its input example"
-        if isinstance(example, dict) and example:
-            arrays = {k: np.asarray(v) for k, v in example.items()}
-            n = len(next(iter(arrays.values())))
-            return Rows(arrays, n, layout="tensors"), "its input example"
-        if isinstance(example, pd.DataFrame) and len(example) and self.layout == "none":
-            return Rows({str(c): example[c].tolist() for c in example.columns}, len(example), layout="frame"), \
-                "its input example"
-        if self.layout == "tensors":
-            cols = {}
-            for c in self.inputs:
-                shape = (1, *(1 if d == -1 else d for d in c.shape[1:]))
-                cols[c.name] = np.full(shape, "", dtype=object) if c.dtype.kind == "O" else np.zeros(shape, c.dtype)
-            return Rows(cols, 1), "a row built from its signature"
-        width = getattr(self.model, "n_features_in_", None)
-        if width is None:
-            raise ValueError("it has no signature and no input example; log it with input_example=... "
-                             "(or a signature) so it can be checked before it serves")
-        return Rows({"input-0": np.zeros((1, int(width)))}, 1, layout="tensors"), \
-            f"a row of {width} zeros (it has no signature; its n_features_in_)"
 
     def smoke_check(self) -> None:
         """Predict on :meth:`smoke_rows` (this also warms the model up); raise ModelCheckFailed
@@ -306,14 +280,7 @@ class ModelRuntime:
 
     def tensors(self, rows: Rows) -> dict[str, np.ndarray]:
         """Typed (n, ...) arrays of a batch for a tensor signature (raises InvalidInput)."""
-        out = {}
-        for spec in self.inputs:
-            values = rows.columns.get(spec.name)
-            if values is None:
-                raise InvalidInput(f"model '{self.name}' is missing input '{spec.name}' ({spec.describe()}); "
-                                   f"it expects {[c.name for c in self.inputs]}")
-            out[spec.name] = _to_tensor(self.name, spec, values, rows.n)
-        return out
+        return typed_tensors(self.name, self.inputs, rows)
 
     def model_input(self, rows: Rows) -> tuple[Any, Any]:
         """(what the model is called with, what the prediction log records) for a batch."""
@@ -321,12 +288,7 @@ class ModelRuntime:
             arrays = self.tensors(rows)
             return (arrays if self.named_tensors else arrays[self.inputs[0].name]), arrays
         if self.layout == "none":
-            if rows.layout == "frame":
-                import pandas as pd
-
-                return pd.DataFrame(dict(rows.columns)), rows.columns
-            arrays = {k: _as_given(v) for k, v in rows.columns.items()}
-            return (next(iter(arrays.values())) if len(arrays) == 1 else arrays), arrays
+            return given_input(rows)
         if self.fast:
             X = self.matrix(rows)
             return X, X
