@@ -55,3 +55,40 @@ def registered_model(_registered_model_template, tmp_path: Path, monkeypatch: py
     monkeypatch.delenv("LOOPML_TRACKING_URI", raising=False)
     monkeypatch.setenv("LOOPML_HOME", str(dst))
     return Workspace(dst).init(), name
+
+
+# --- PostgreSQL (issue #11): ONE private server per test session, a fresh database per call ---
+
+
+@pytest.fixture(scope="session")
+def _postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """A PostgreSQL cluster on 127.0.0.1 and a free port (as the ``postgres`` user when we are
+    root), started on first use and stopped and deleted at the end of the session."""
+    from loopml.platform.postgres import PostgresServer
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "pg").start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def pg_database(_postgres_server):
+    """Factory: ``pg_database()`` creates a new empty database ``test_<n>`` on the session's
+    server and returns its ``postgresql://`` URL (password included; session-scoped, so
+    session- and module-scoped fixtures may use it too)."""
+    import itertools
+
+    counter = itertools.count(1)
+
+    def make() -> str:
+        return _postgres_server.create_database(f"test_{next(counter)}")
+
+    return make
+
+
+@pytest.fixture
+def pg_url(pg_database) -> str:
+    """``postgresql://`` URL of a fresh, empty database for this test."""
+    return pg_database()
