@@ -58,6 +58,7 @@ def test_sigkilled_server_is_restarted_on_its_port_recorded_and_adoptable(regist
         events = [e for e in audit.read(ws.audit_log, name) if e.action == "server-restarted"]
         assert len(events) == 1 and "killed by SIGKILL" in events[0].why
         assert events[0].evidence["old_pid"] == old and events[0].evidence["pid"] == server.pid
+        assert events[0].evidence["cause"] == "exited"
         state = StateStore(ws.state_db).get(STATE_KEY)
         assert state["state"] == "running" and state["total_restarts"] == 1 and state["pid"] == server.pid
     finally:
@@ -219,3 +220,99 @@ def test_up_applies_allow_unsafe_pickle_to_its_own_registry(registered_model, pr
         registry=self.registry.allow_unsafe_pickle))
     cli_loop.up(project=project, home=ws.home, tracking_uri=None, port=None, run_for=0.1)
     assert seen["registry"] is True
+
+
+# -- a hung server (alive, not answering): liveness probe -------------------------------------
+
+_SHEDDING = """
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # an overloaded server: it answers, but 503
+        self.send_response(503)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+
+@pytest.fixture
+def shedding_server(workspace):
+    """A real process that answers every request 503, as a ServerProcess the supervisor watches."""
+    proc = subprocess.Popen([sys.executable, "-c", _SHEDDING], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    port = int(proc.stdout.readline())
+    server = ServerProcess(workspace, ["m@champion"], port=port)
+    server.proc, server.pid = proc, proc.pid
+    yield server
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+    proc.wait()
+
+
+def test_a_server_answering_503_is_alive_and_only_failures_in_a_row_kill(shedding_server):
+    server, clock = shedding_server, Clock()
+    sup = Supervisor(server, "m", base_s=60.0, probe_every_s=1.0, probe_timeout_s=0.5, probe_failures=2,
+                     say=lambda m: None, clock=clock)
+    for _ in range(4):  # shedding load is not hanging: never killed for it
+        clock.now += 1.0
+        assert sup.check() is True and sup.failed_probes == 0
+    os.kill(server.pid, signal.SIGSTOP)
+    clock.now += 1.0
+    assert sup.check() is True and sup.failed_probes == 1
+    os.kill(server.pid, signal.SIGCONT)  # it answers again: the count starts over
+    clock.now += 1.0
+    assert sup.check() is True and sup.failed_probes == 0
+    os.kill(server.pid, signal.SIGSTOP)
+    clock.now += 1.0
+    assert sup.check() is True and sup.failed_probes == 1
+    clock.now += 0.5  # the next probe is not due yet: no second failure counted
+    assert sup.check() is True and sup.failed_probes == 1
+    clock.now += 0.5
+    assert sup.check() is False  # second failure in a row: killed, restart pending (60 s backoff)
+    assert server.proc.returncode == -signal.SIGKILL and not server.alive()
+    assert sup.last_reason.startswith("unresponsive") and sup.in_a_row == 1
+    state = StateStore(server.workspace.state_db).get(STATE_KEY)
+    assert state["state"] == "down" and state["reason"].startswith("unresponsive")
+
+
+def test_probe_failures_zero_turns_the_liveness_probe_off(shedding_server):
+    server, clock = shedding_server, Clock()
+    sup = Supervisor(server, "m", probe_failures=0, say=lambda m: None, clock=clock)
+    os.kill(server.pid, signal.SIGSTOP)
+    for _ in range(3):
+        clock.now += 5.0
+        assert sup.check() is True
+    assert server.alive()
+
+
+def test_sigstopped_server_is_killed_and_replaced_audited_unresponsive(registered_model):
+    ws, name = registered_model
+    server = ServerProcess(ws, [f"{name}@champion"], poll_interval=0.5).start()
+    sup = Supervisor(server, name, base_s=0.05, check_s=0.05, probe_every_s=0.1, probe_timeout_s=0.5,
+                     probe_failures=2, say=lambda m: None).start()
+    old = server.pid
+    try:
+        os.kill(old, signal.SIGSTOP)  # alive, holding its port, answering nothing
+        assert wait_for(lambda: sup.restarts == 1 and server.healthy(), timeout=120)
+        assert server.pid != old and server.alive()
+        from loopml.procs import pid_alive
+
+        assert not pid_alive(old)  # killed and reaped, not left stopped beside the new one
+        events = [e for e in audit.read(ws.audit_log, name) if e.action == "server-restarted"]
+        assert len(events) == 1 and "unresponsive" in events[0].why
+        assert events[0].evidence["cause"] == "unresponsive" and events[0].evidence["old_pid"] == old
+        state = StateStore(ws.state_db).get(STATE_KEY)
+        assert state["state"] == "running" and state["reason"].startswith("unresponsive")
+        assert sup.check() is True  # the new server answers its probes
+    finally:
+        sup.stop()
+        try:
+            os.kill(old, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        server.stop()

@@ -158,6 +158,47 @@ class ServerProcess:
     def exit_reason(self) -> str:
         return describe_exit(self.proc.returncode if self.proc is not None else None)
 
+    def responsive(self, timeout: float = 2.0) -> bool:
+        """Whether the server answers ``GET /v2/health/live`` within ``timeout``. Any HTTP answer
+        counts, a 503 included: an overloaded server that sheds load is responsive, one that
+        accepts the connection (the kernel does that for a stopped process) but never answers
+        is not."""
+        import http.client
+
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request("GET", "/v2/health/live")
+            conn.getresponse().read()
+            return True
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the server and its ``--workers`` children, then reap it. For a hung server,
+        which may never act on the SIGTERM of :meth:`stop` (a stopped process does not). The
+        server leads its own process group (``start_new_session``); a pid that does not (a
+        record from elsewhere) is killed alone."""
+        if self.pid is None:
+            return
+        try:
+            if os.getpgid(self.pid) == self.pid:
+                os.killpg(self.pid, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            return
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.alive():
+            time.sleep(0.05)
+
     def healthy(self, path: str = "/v2/health/ready", timeout: float = 1.0) -> bool:
         import httpx
 

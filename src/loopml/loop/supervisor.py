@@ -12,6 +12,16 @@ Each restart is written to the audit log (action ``server-restarted`` or
 status`` shows it. The restarted server rewrites ``run/server.json`` as soon as it is spawned
 (see :mod:`loopml.loop.server_process`), so a controller restarted at any moment adopts it
 instead of starting a second one beside it.
+
+A server that is alive but hung (a deadlock, an event loop stuck in a C call, SIGSTOP) is
+found by a liveness probe: ``GET /v2/health/live`` every ``probe_every_s`` with a
+``probe_timeout_s`` timeout. Any HTTP answer counts as alive (a 503 from an overloaded server
+too); ``probe_failures`` failed probes in a row and the server is SIGKILLed (with its workers)
+and restarted like a dead one, same backoff, audited with the reason "unresponsive". The
+defaults (every 2 s, 2 s timeout, 3 in a row: killed after 6-12 s without an answer) follow
+Kubernetes' liveness probe (1 s timeout, 3 failures) with a longer timeout: the probe is
+answered by the event loop, which a model loading in a thread leaves free, but a loaded
+2-core machine can delay it; 0 failures turns the probe off.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from loopml.loop.state import StateStore
 from loopml.registry import audit
 
 STATE_KEY = "server.supervisor"
+UNRESPONSIVE = "unresponsive"  # the reason of a restart the liveness probe asked for
 WHO = "loopml-controller"
 
 
@@ -39,11 +50,15 @@ class Supervisor:
 
     def __init__(self, server: ServerProcess, model: str, *, base_s: float = 0.5, cap_s: float = 30.0,
                  reset_after_s: float = 60.0, check_s: float = 0.2, start_timeout_s: float = 120.0,
+                 probe_every_s: float = 2.0, probe_timeout_s: float = 2.0, probe_failures: int = 3,
                  say: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> None:
         self.server, self.model = server, model
         self.base_s, self.cap_s, self.reset_after_s = base_s, cap_s, reset_after_s
         self.check_s, self.start_timeout_s = check_s, start_timeout_s
+        self.probe_every_s, self.probe_timeout_s, self.probe_failures = probe_every_s, probe_timeout_s, probe_failures
         self.say, self.clock = say, clock
+        self.failed_probes = 0  # liveness probes failed in a row
+        self.next_probe: float | None = None
         self.restarts = 0  # since this controller started
         self.in_a_row = 0
         self.down_since: float | None = None
@@ -77,15 +92,22 @@ class Supervisor:
 
     # -- one look ---------------------------------------------------------------------------
     def check(self) -> bool:
-        """Restart the server when it is dead and its delay has passed; True when it runs."""
+        """Restart the server when it is dead (or hung: killed first) and its delay has passed;
+        True when it runs."""
         now = self.clock()
+        hung = None
         if self.server.alive():
-            if self.up_since is not None and self.in_a_row and now - self.up_since >= self.reset_after_s:
-                self.in_a_row = 0  # healthy long enough: the next crash is restarted at once
-            return True
-        if self.down_since is None:  # just found dead
+            hung = self._probe(now)
+            if hung is None:
+                if self.up_since is not None and self.in_a_row and now - self.up_since >= self.reset_after_s:
+                    self.in_a_row = 0  # healthy long enough: the next crash is restarted at once
+                return True
+            self.say(f"[supervisor] the server (pid {self.server.pid}) is {hung}; killing it")
+            self.server.kill()
+        if self.down_since is None:  # just found dead (or killed as hung)
             self.down_since, self.up_since = now, None
-            self.last_reason = self.server.exit_reason()
+            self.last_reason = hung or self.server.exit_reason()
+            self.failed_probes, self.next_probe = 0, None
             self.in_a_row += 1
             delay = restart_delay(self.in_a_row, self.base_s, self.cap_s)
             self.next_try = now + delay
@@ -95,6 +117,23 @@ class Supervisor:
         if now < (self.next_try or 0):
             return False
         return self._restart(now)
+
+    def _probe(self, now: float) -> str | None:
+        """One liveness probe when one is due; the reason to kill the server when the last
+        ``probe_failures`` in a row failed, else None."""
+        if self.probe_failures <= 0 or (self.next_probe is not None and now < self.next_probe):
+            return None
+        ok = self.server.responsive(self.probe_timeout_s)
+        self.next_probe = self.clock() + self.probe_every_s
+        if ok:
+            self.failed_probes = 0
+            return None
+        self.failed_probes += 1
+        if self.failed_probes < self.probe_failures:
+            return None
+        self.failed_probes = 0
+        return (f"{UNRESPONSIVE}: {self.probe_failures} liveness probes in a row (GET /v2/health/live) "
+                f"got no answer within {self.probe_timeout_s:g} s")
 
     def _restart(self, now: float) -> bool:
         old_pid = self.server.pid
@@ -109,7 +148,8 @@ class Supervisor:
             what = " ".join(str(exc).split())[:300]
             self.say(f"[supervisor] restart failed: {what}; next try in {delay:.1f} s")
             self._audit("server-restart-failed", f"restart failed: {what}", {"in_a_row": self.in_a_row,
-                                                                             "next_try_in_s": delay})
+                                                                             "next_try_in_s": delay,
+                                                                             "cause": self._cause()})
             self._save("down", error=what)
             return False
         down_s = self.clock() - (self.down_since or now)
@@ -119,10 +159,15 @@ class Supervisor:
         self._audit("server-restarted", f"the server (pid {old_pid}) {self.last_reason}; restarted as pid "
                                         f"{self.server.pid} after {down_s:.1f} s down",
                     {"old_pid": old_pid, "pid": self.server.pid, "down_s": round(down_s, 3),
-                     "in_a_row": self.in_a_row})
+                     "in_a_row": self.in_a_row, "cause": self._cause()})
         self.down_since, self.next_try, self.up_since = None, None, self.clock()
+        self.failed_probes, self.next_probe = 0, None
         self._save("running", down_s=round(down_s, 3))
         return True
+
+    def _cause(self) -> str:
+        """``unresponsive`` (killed after failed liveness probes) or ``exited`` (died by itself)."""
+        return UNRESPONSIVE if (self.last_reason or "").startswith(UNRESPONSIVE) else "exited"
 
     # -- records ----------------------------------------------------------------------------
     def _audit(self, action: str, why: str, evidence: dict) -> None:
