@@ -370,3 +370,11 @@ class PlatformToolMissing(LoopmlError):
     def __init__(self, tool: str, install: str) -> None:
         self.tool = tool
         super().__init__(f"'{tool}' was not found; install it ({install}) or put it on PATH")
+
+
+class PlatformNotStarted(LoopmlError):
+    """``loopml platform status/env`` on a folder where ``up`` never ran."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        super().__init__(f"no platform in {folder}; start one with 'loopml platform up --dir {folder}'")
