@@ -16,6 +16,8 @@ from loopml.serve.runtimes.sklearn_runtime import NATIVE_FLAVORS
 
 
 _INPUT_ERRORS = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+# flavors with their own runtime: a failure there is reported, not retried through pyfunc
+DEDICATED_FLAVORS = ("onnx", "pytorch", "xgboost", "lightgbm")
 
 
 class PyfuncModel:
@@ -47,7 +49,7 @@ class PyfuncRuntime(Runtime):
 
     @classmethod
     def takes(cls, info: ModelInfo) -> bool:
-        dedicated = any(f in info.flavors for f in (*NATIVE_FLAVORS, "onnx"))
+        dedicated = any(f in info.flavors for f in (*NATIVE_FLAVORS, *DEDICATED_FLAVORS))
         return info.known and "python_function" in info.flavors and not dedicated
 
     def load(self) -> "PyfuncRuntime":
