@@ -372,6 +372,17 @@ class PlatformToolMissing(LoopmlError):
         super().__init__(f"'{tool}' was not found; install it ({install}) or put it on PATH")
 
 
+class StateStoreUnavailable(LoopmlError):
+    """``LOOPML_STATE_URI`` names no store loopml can use: an unknown scheme, or a database that
+    cannot be reached. loopml fails closed: it never falls back to the workspace's SQLite file."""
+
+    http_status = 503
+
+    def __init__(self, uri: str, why: str) -> None:
+        self.uri = uri
+        super().__init__(f"LOOPML_STATE_URI={uri}: {why}")
+
+
 class PlatformNotStarted(LoopmlError):
     """``loopml platform status/env`` on a folder where ``up`` never ran."""
 

@@ -143,7 +143,7 @@ def _status(project: Path, home, tracking_uri) -> dict:
             out["served"] = ServerClient(server.url, admin_token(ws, create=False)).describe(spec.name)
         except LoopmlError as exc:
             out["served"] = {"error": str(exc)}
-    store = StateStore(ws.state_db)
+    store = StateStore(ws.state_uri)
     active = store.active_rollout(spec.name)
     out["rollout"] = active.to_dict() if active else None
     out["triggers"] = [t.to_dict() for t in store.triggers(spec.name, limit=5)]
@@ -242,7 +242,7 @@ def retrain(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri:
 
     spec = load_spec(project)
     ws = workspace(home, tracking_uri)
-    trig = StateStore(ws.state_db).add_trigger(spec.name, "manual", reason)
+    trig = StateStore(ws.state_uri).add_trigger(spec.name, "manual", reason)
     console.print(f"trigger {trig.id} {trig.status}" + (f" ({trig.result})" if trig.result else ""))
 
 
@@ -254,7 +254,7 @@ def _steer(project: Path, home, tracking_uri, new_status: str, allowed: tuple[st
 
     spec = load_spec(project)
     ws = workspace(home, tracking_uri)
-    store = StateStore(ws.state_db)
+    store = StateStore(ws.state_uri)
     r = store.active_rollout(spec.name)
     if r is None:
         raise LoopmlError(f"no rollout in progress for '{spec.name}'; see 'loopml status'")
@@ -278,7 +278,7 @@ def rollout_status(project: ProjectOpt = Path("."), home: HomeOpt = None, tracki
     from loopml.spec import load_spec
 
     spec = load_spec(project)
-    rollouts = StateStore(workspace(home, tracking_uri).state_db).rollouts(spec.name, limit=5)
+    rollouts = StateStore(workspace(home, tracking_uri).state_uri).rollouts(spec.name, limit=5)
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in rollouts], default=str))
         return

@@ -186,7 +186,7 @@ def run_demo(workspace: Workspace, console: Console | None = None, rows: int = 1
         summary.drift += [d1, d2]
 
         console.rule("[bold]6. the controller: retrain -> gate -> shadow -> canary -> promote")
-        store = StateStore(workspace.state_db)
+        store = StateStore(workspace.state_uri)
         with Traffic(server.url, p2.tail(REPLAY_ROWS), features, workers=3, rate=TRAFFIC_RATE) as traffic:
             deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
             outcome = None

@@ -61,7 +61,7 @@ class Controller:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.spec, self.workspace, self.server = spec, workspace, server
         self.project_dir, self.say, self.clock, self.sleep = project_dir, say, clock, sleep
-        self.store = StateStore(workspace.state_db)
+        self.store = StateStore(workspace.state_uri)
         self.registry = Registry(workspace)
         self.model = spec.name
         self._last_drift_check = 0.0

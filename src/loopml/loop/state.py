@@ -1,8 +1,11 @@
-"""loopml's own transactional state: rollouts and triggers, in SQLite (``state.db``).
+"""loopml's own transactional state: rollouts and triggers, in the state store
+(``LOOPML_STATE_URI``: the workspace's SQLite ``state.db`` by default, or PostgreSQL).
 
-Every change is one transaction (``BEGIN IMMEDIATE``), so a controller killed at any
-instant leaves either the state before a change or the state after it. A partial unique
-index makes "at most one active rollout per model" a fact of the database, not of the code.
+Every change is one transaction, so a controller killed at any instant leaves either the
+state before a change or the state after it. A partial unique index makes "at most one
+active rollout per model" a fact of the database, not of the code, on both back ends. On
+PostgreSQL the transactions are SERIALIZABLE and re-run when they lose a conflict
+(:meth:`loopml.store.base.Store.run`), so two writers behave as one after the other.
 
 ``retries`` remembers, per model and cause, how often a retraining failed and when the next
 try is due, so a failing retrain backs off exponentially instead of running on every check.
@@ -11,59 +14,31 @@ try is due, so a failing retrain backs off exponentially instead of running on e
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from loopml.errors import LoopmlError
+from loopml.store import Store, open_store
+from loopml.store.schema import ACTIVE, kv, retries as retries_t, rollouts as rollouts_t, triggers as triggers_t
+from loopml.store.upsert import upsert
 
-ACTIVE = ("running", "paused", "promoting", "rolling_back")
+T = TypeVar("T")
 FINAL = ("promoted", "rolled_back", "aborted", "rejected")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    challenger TEXT NOT NULL,
-    champion TEXT,
-    status TEXT NOT NULL,
-    step INTEGER NOT NULL DEFAULT 0,
-    step_started REAL NOT NULL,
-    baseline TEXT NOT NULL DEFAULT '{}',
-    decisions TEXT NOT NULL DEFAULT '[]',
-    trigger_id INTEGER,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS one_active_rollout ON rollouts(model)
-    WHERE status IN ('running', 'paused', 'promoting', 'rolling_back');
-CREATE TABLE IF NOT EXISTS triggers (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    cause TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    result TEXT
-);
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS retries (
-    model TEXT NOT NULL,
-    cause TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    next_try REAL NOT NULL,
-    waiting INTEGER NOT NULL,
-    error TEXT,
-    updated REAL NOT NULL,
-    PRIMARY KEY (model, cause)
-);
-"""
+__all__ = ["ACTIVE", "FINAL", "Rollout", "Trigger", "Retry", "StateStore", "StaleRollout", "RolloutConflict",
+           "store_uri"]
+
+
+def store_uri(where: str | os.PathLike) -> str:
+    """A store URI from a URI or a SQLite file path (how callers always named ``state.db``)."""
+    text = str(where)
+    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
 
 
 @dataclass
@@ -124,184 +99,170 @@ class Retry:
 
 
 class StateStore:
-    """Rollouts and triggers of one workspace. Opening it creates the tables."""
+    """Rollouts and triggers of one workspace: ``StateStore(ws.state_uri)`` (a ``sqlite:///`` or
+    ``postgresql://`` URI; a bare path means a SQLite file). The constructor does no I/O; the
+    first use connects and creates the tables."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, where: str | os.PathLike) -> None:
+        self.uri = store_uri(where)
+        self._store: Store | None = None
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.executescript(SCHEMA)
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-        finally:
-            con.close()
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.uri)
+        return self._store
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        return self.store.run(fn)
 
     # -- rollouts ---------------------------------------------------------------------------
     def start_rollout(self, model: str, challenger: str, champion: str | None, trigger_id: int | None = None) -> Rollout:
+        """A new running rollout; :class:`RolloutConflict` when the model has an active one."""
         now = time.time()
-        with self.tx() as con:
-            cur = con.execute(
-                "INSERT INTO rollouts(model, challenger, champion, status, step, step_started, trigger_id, created, updated)"
-                " VALUES (?, ?, ?, 'running', 0, ?, ?, ?, ?)", (model, challenger, champion, now, trigger_id, now, now))
-            rid = cur.lastrowid
+
+        def go(con) -> int:
+            return con.execute(rollouts_t.insert().values(
+                model=model, challenger=challenger, champion=champion, status="running", step=0, step_started=now,
+                baseline="{}", decisions="[]", trigger_id=trigger_id, created=now, updated=now)).inserted_primary_key[0]
+        try:
+            rid = self._run(go)
+        except IntegrityError as exc:
+            raise RolloutConflict(model) from exc
         return self.rollout(rid)
 
     def rollout(self, rollout_id: int) -> Rollout:
-        with self.tx() as con:
-            row = con.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
-            cols = [d[0] for d in con.execute("SELECT * FROM rollouts LIMIT 0").description]
-        return _rollout(dict(zip(cols, row)))
+        row = self._run(lambda con: con.execute(select(rollouts_t).where(rollouts_t.c.id == rollout_id)).mappings().one())
+        return _rollout(dict(row))
 
     def active_rollout(self, model: str) -> Rollout | None:
         found = self.rollouts(model, active_only=True)
         return found[0] if found else None
 
     def rollouts(self, model: str | None = None, active_only: bool = False, limit: int = 50) -> list[Rollout]:
-        sql, args = "SELECT * FROM rollouts", []
-        where = []
+        q = select(rollouts_t)
         if model:
-            where.append("model = ?")
-            args.append(model)
+            q = q.where(rollouts_t.c.model == model)
         if active_only:
-            where.append("status IN ('running', 'paused', 'promoting', 'rolling_back')")
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY id DESC LIMIT {int(limit)}"
-        with self.tx() as con:
-            cur = con.execute(sql, args)
-            cols = [d[0] for d in cur.description]
-            return [_rollout(dict(zip(cols, r))) for r in cur.fetchall()]
+            q = q.where(rollouts_t.c.status.in_(ACTIVE))
+        q = q.order_by(rollouts_t.c.id.desc()).limit(int(limit))
+        return [_rollout(dict(r)) for r in self._run(lambda con: con.execute(q).mappings().all())]
 
     def update_rollout(self, rollout: Rollout, *, expect_status: str | None = None, decision: dict | None = None,
                        **changes: Any) -> Rollout:
         """Change a rollout in one transaction; with ``expect_status``, only if it still has that status."""
-        with self.tx() as con:
-            row = con.execute("SELECT status, decisions FROM rollouts WHERE id = ?", (rollout.id,)).fetchone()
-            if expect_status is not None and row[0] != expect_status:
-                raise StaleRollout(rollout.id, row[0], expect_status)
-            decisions = json.loads(row[1])
+        def go(con) -> None:
+            # FOR UPDATE: on PostgreSQL the row is ours until commit (SQLite: BEGIN IMMEDIATE already)
+            row = con.execute(select(rollouts_t.c.status, rollouts_t.c.decisions)
+                              .where(rollouts_t.c.id == rollout.id).with_for_update()).one()
+            if expect_status is not None and row.status != expect_status:
+                raise StaleRollout(rollout.id, row.status, expect_status)
+            decisions = json.loads(row.decisions)
             if decision is not None:
                 decisions.append(decision)
             sets = {k: (json.dumps(v) if k == "baseline" else v) for k, v in changes.items()}
             sets["decisions"] = json.dumps(decisions, default=str)
             sets["updated"] = time.time()
-            con.execute(f"UPDATE rollouts SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
-                        [*sets.values(), rollout.id])
+            con.execute(update(rollouts_t).where(rollouts_t.c.id == rollout.id).values(**sets))
+        self._run(go)
         return self.rollout(rollout.id)
 
     # -- triggers ---------------------------------------------------------------------------
     def add_trigger(self, model: str, kind: str, cause: str, debounce_s: float = 0.0) -> Trigger:
         """Queue a trigger; one already queued within ``debounce_s`` absorbs it (recorded as merged)."""
-        now = time.time()
-        with self.tx() as con:
-            queued = con.execute("SELECT id FROM triggers WHERE model = ? AND status = 'queued' ORDER BY id LIMIT 1",
-                                 (model,)).fetchone()
-            recent = con.execute("SELECT id FROM triggers WHERE model = ? AND kind = ? AND created > ? "
-                                 "AND status IN ('queued', 'running', 'done') ORDER BY id DESC LIMIT 1",
-                                 (model, kind, now - debounce_s)).fetchone() if debounce_s else None
-            status = "merged" if (queued or recent) else "queued"
-            result = f"merged into trigger {(queued or recent)[0]}" if status == "merged" else None
-            cur = con.execute("INSERT INTO triggers(model, kind, cause, status, created, updated, result) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?)", (model, kind, cause, status, now, now, result))
-            tid = cur.lastrowid
-        return self.trigger(tid)
+        t = triggers_t.c
+
+        def go(con) -> int:
+            now = time.time()
+            queued = con.execute(select(t.id).where(t.model == model, t.status == "queued")
+                                 .order_by(t.id).limit(1)).scalar()
+            recent = con.execute(select(t.id).where(t.model == model, t.kind == kind, t.created > now - debounce_s,
+                                                    t.status.in_(("queued", "running", "done")))
+                                 .order_by(t.id.desc()).limit(1)).scalar() if debounce_s else None
+            into = queued or recent
+            status = "merged" if into else "queued"
+            return con.execute(triggers_t.insert().values(
+                model=model, kind=kind, cause=cause, status=status, created=now, updated=now,
+                result=f"merged into trigger {into}" if into else None)).inserted_primary_key[0]
+        return self.trigger(self._run(go))
 
     def trigger(self, trigger_id: int) -> Trigger:
-        with self.tx() as con:
-            cur = con.execute("SELECT * FROM triggers WHERE id = ?", (trigger_id,))
-            cols = [d[0] for d in cur.description]
-            return Trigger(**dict(zip(cols, cur.fetchone())))
+        row = self._run(lambda con: con.execute(select(triggers_t).where(triggers_t.c.id == trigger_id)).mappings().one())
+        return Trigger(**dict(row))
 
     def triggers(self, model: str | None = None, limit: int = 50) -> list[Trigger]:
-        sql, args = "SELECT * FROM triggers", []
+        q = select(triggers_t)
         if model:
-            sql += " WHERE model = ?"
-            args.append(model)
-        with self.tx() as con:
-            cur = con.execute(sql + f" ORDER BY id DESC LIMIT {int(limit)}", args)
-            cols = [d[0] for d in cur.description]
-            return [Trigger(**dict(zip(cols, r))) for r in cur.fetchall()]
+            q = q.where(triggers_t.c.model == model)
+        q = q.order_by(triggers_t.c.id.desc()).limit(int(limit))
+        return [Trigger(**dict(r)) for r in self._run(lambda con: con.execute(q).mappings().all())]
 
     def claim_trigger(self, model: str) -> Trigger | None:
         """Take the oldest queued trigger (marking it running), or a running one left by a crash."""
-        with self.tx() as con:
-            row = con.execute("SELECT id FROM triggers WHERE model = ? AND status = 'running' ORDER BY id LIMIT 1",
-                              (model,)).fetchone()
-            if row is None:
-                row = con.execute("SELECT id FROM triggers WHERE model = ? AND status = 'queued' ORDER BY id LIMIT 1",
-                                  (model,)).fetchone()
-            if row is None:
-                return None
-            con.execute("UPDATE triggers SET status = 'running', updated = ? WHERE id = ?", (time.time(), row[0]))
-        return self.trigger(row[0])
+        t = triggers_t.c
+
+        def go(con) -> int | None:
+            tid = con.execute(select(t.id).where(t.model == model, t.status == "running").order_by(t.id).limit(1)).scalar()
+            if tid is None:
+                tid = con.execute(select(t.id).where(t.model == model, t.status == "queued").order_by(t.id).limit(1)).scalar()
+            if tid is not None:
+                con.execute(update(triggers_t).where(t.id == tid).values(status="running", updated=time.time()))
+            return tid
+        tid = self._run(go)
+        return None if tid is None else self.trigger(tid)
 
     def finish_trigger(self, trigger_id: int, status: str, result: str) -> None:
-        with self.tx() as con:
-            con.execute("UPDATE triggers SET status = ?, result = ?, updated = ? WHERE id = ?",
-                        (status, result, time.time(), trigger_id))
+        self._run(lambda con: con.execute(update(triggers_t).where(triggers_t.c.id == trigger_id)
+                                          .values(status=status, result=result, updated=time.time())))
 
     # -- retries of failed retrainings --------------------------------------------------------
     def record_failure(self, model: str, cause: str, kind: str, detail: str, error: str, *, now: float,
                        base_s: float, cap_s: float) -> Retry:
         """Count one more failure of ``cause``; the next try waits ``base_s`` x 2^(failures-1), at most ``cap_s``."""
-        with self.tx() as con:
-            row = con.execute("SELECT failures FROM retries WHERE model = ? AND cause = ?", (model, cause)).fetchone()
-            failures = (row[0] if row else 0) + 1
+        r = retries_t.c
+
+        def go(con) -> None:
+            failures = (con.execute(select(r.failures).where(r.model == model, r.cause == cause)).scalar() or 0) + 1
             delay = max(base_s, min(cap_s, base_s * 2.0 ** min(failures - 1, 30)))
-            con.execute("INSERT INTO retries(model, cause, kind, detail, failures, next_try, waiting, error, updated) "
-                        "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(model, cause) DO UPDATE SET "
-                        "kind = excluded.kind, detail = excluded.detail, failures = excluded.failures, "
-                        "next_try = excluded.next_try, waiting = 1, error = excluded.error, updated = excluded.updated",
-                        (model, cause, kind, detail, failures, now + delay, error, time.time()))
-        return self.retry(model, cause)
+            upsert(con, retries_t, {"model": model, "cause": cause}, {
+                "kind": kind, "detail": detail, "failures": failures, "next_try": now + delay, "waiting": 1,
+                "error": error, "updated": time.time()})
+        self._run(go)
+        return self.retry(model, cause)  # type: ignore[return-value]
 
     def retry(self, model: str, cause: str) -> Retry | None:
         found = [r for r in self.retries(model) if r.cause == cause]
         return found[0] if found else None
 
     def retries(self, model: str) -> list[Retry]:
-        with self.tx() as con:
-            cur = con.execute("SELECT * FROM retries WHERE model = ? ORDER BY next_try", (model,))
-            cols = [d[0] for d in cur.description]
-            return [_retry(dict(zip(cols, r))) for r in cur.fetchall()]
+        q = select(retries_t).where(retries_t.c.model == model).order_by(retries_t.c.next_try)
+        return [_retry(dict(r)) for r in self._run(lambda con: con.execute(q).mappings().all())]
 
     def take_due_retries(self, model: str, now: float) -> list[Retry]:
         """The waiting retries due at ``now``, marked taken (the caller queues their triggers)."""
-        with self.tx() as con:
-            cur = con.execute("SELECT * FROM retries WHERE model = ? AND waiting = 1 AND next_try <= ? ORDER BY next_try",
-                              (model, now))
-            cols = [d[0] for d in cur.description]
-            due = [_retry(dict(zip(cols, r))) for r in cur.fetchall()]
-            con.executemany("UPDATE retries SET waiting = 0 WHERE model = ? AND cause = ?",
-                            [(model, r.cause) for r in due])
-        return due
+        r = retries_t.c
+
+        def go(con) -> list[Retry]:
+            due = [_retry(dict(row)) for row in con.execute(
+                select(retries_t).where(r.model == model, r.waiting == 1, r.next_try <= now).order_by(r.next_try)
+            ).mappings().all()]
+            for d in due:
+                con.execute(update(retries_t).where(r.model == model, r.cause == d.cause).values(waiting=0))
+            return due
+        return self._run(go)
 
     def clear_retries(self, model: str) -> None:
         """A retraining succeeded: every backoff of the model ends."""
-        with self.tx() as con:
-            con.execute("DELETE FROM retries WHERE model = ?", (model,))
+        self._run(lambda con: con.execute(retries_t.delete().where(retries_t.c.model == model)))
 
     # -- small values -----------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
-        with self.tx() as con:
-            row = con.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        value = self._run(lambda con: con.execute(select(kv.c.value).where(kv.c.key == key)).scalar())
+        return json.loads(value) if value is not None else default
 
     def put(self, key: str, value: Any) -> None:
-        with self.tx() as con:
-            con.execute("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (key, json.dumps(value, default=str)))
+        text = json.dumps(value, default=str)
+        self._run(lambda con: upsert(con, kv, {"key": key}, {"value": text}))
 
 
 def _rollout(d: dict[str, Any]) -> Rollout:
@@ -324,3 +285,14 @@ class StaleRollout(LoopmlError):
         super().__init__(f"rollout {rollout_id} is {status}, not {expected}; see 'loopml rollout status'")
         self.rollout_id = rollout_id
         self.status = status
+
+
+class RolloutConflict(LoopmlError):
+    """The model already has an active rollout (the database's one-active-rollout index said so)."""
+
+    http_status = 409
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} already has an active rollout; finish or abort it first "
+                         "('loopml rollout status')")
+        self.model = model

@@ -70,7 +70,7 @@ class Supervisor:
 
     @property
     def store(self) -> StateStore:
-        return StateStore(self.server.workspace.state_db)  # opened per use: one SQLite connection per call
+        return StateStore(self.server.workspace.state_uri)  # opened per use; the store pools per process
 
     def start(self) -> "Supervisor":
         self._thread = threading.Thread(target=self._run, name="loopml-supervisor", daemon=True)
