@@ -168,6 +168,9 @@ class ServingSpec(_Strict):
     body_timeout_s: float = Field(30.0, gt=0)  # to receive its body after the headers (408)
     keepalive_timeout_s: float = Field(75.0, gt=0)  # idle keep-alive connection closed after
     max_request_id: int = Field(128, ge=1)  # characters of x-request-id / OIP id (400 past it)
+    # where a model predicts: "auto" = in a thread when its warm-up batch took > 200 us, else on
+    # the event loop (docs/reliability.md, Overload); "always" / "never" force it
+    predict_in_thread: Literal["auto", "always", "never"] = "auto"
     # loopml run converts each new version to ONNX and adopts it on parity (registry/optimize.py);
     # "off" skips it (cost measured in docs/benchmarks.md, "ONNX Runtime")
     onnx: Literal["auto", "off"] = "auto"
@@ -322,6 +325,56 @@ class TrainingSpec(_Strict):
     ray_address: str | None = None
 
 
+class SearchDim(_Strict):
+    """One ``tuning.search_space`` entry: ``{type: uniform|loguniform, low, high}`` (floats),
+    ``{type: randint, low, high}`` (integers, high exclusive, as Ray Tune) or
+    ``{type: choice, values: [...]}``, also written ``{choice: [...]}``."""
+
+    type: Literal["uniform", "loguniform", "randint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choice_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, dict) and set(v) == {"choice"}:
+            return {"type": "choice", "values": v["choice"]}
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> "SearchDim":
+        if self.type == "choice":
+            if not self.values or self.low is not None or self.high is not None:
+                raise ValueError("a choice takes a non-empty 'values' list and no low/high")
+            return self
+        if self.low is None or self.high is None or self.values is not None:
+            raise ValueError(f"{self.type} takes 'low' and 'high' (and no values)")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low:g}")
+        if self.type == "randint" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("randint takes whole numbers for low and high (high is exclusive)")
+        return self
+
+
+class TuningSpec(_Strict):
+    """``tuning``: ``loopml tune`` runs Ray Tune over ``search_space`` (model.params names, and for
+    a torch model also lr, weight_decay, batch_size, optimizer), ``num_samples`` trials, at most
+    ``max_concurrent`` at once (default: the cluster's CPUs), ranking by ``metric`` (default
+    evaluation.primary_metric) on ``validation_fraction`` of the training split, ``mode``
+    defaulting to the metric's direction; ``scheduler: asha`` stops poor torch trials early."""
+
+    search_space: dict[str, SearchDim] = Field(min_length=1)
+    num_samples: int = Field(8, ge=1)
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None
+    scheduler: Literal["asha", "none"] = "asha"
+    max_concurrent: int | None = Field(None, ge=1)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+
+
 class ProjectSpec(_Strict):
     """The whole of ``loopml.yaml``."""
 
@@ -337,6 +390,7 @@ class ProjectSpec(_Strict):
     triggers: TriggerSpec = TriggerSpec()
     retrain: RetrainSpec = RetrainSpec()
     training: TrainingSpec = TrainingSpec()
+    tuning: TuningSpec | None = None
 
     @model_validator(mode="after")
     def _defaults(self) -> "ProjectSpec":
@@ -481,6 +535,10 @@ def _check_estimator_params(spec: ProjectSpec, path: str) -> None:
     from loopml.train.contract import check_model_spec  # lazy: the trainer imports sklearn/torch
 
     check_model_spec(spec, path)
+    if spec.tuning is not None:
+        from loopml.train.tune_space import check_tuning  # lazy, like the model check
+
+        check_tuning(spec, path)
 
 
 def load_spec(project: str | Path = ".") -> ProjectSpec:

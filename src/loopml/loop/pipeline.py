@@ -77,24 +77,8 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
                  on_step: StepCallback = _noop, force: bool = False, auto_promote: bool = True,
                  reason: str = "pipeline") -> PipelineResult:
     """Run the whole pipeline for a project; ``source``/``frame`` override the spec's data source."""
-    from loopml.data.contract import contract_for, validate_frame
-    from loopml.data.snapshot import snapshot_dataset
-
     workspace.init()
-    src = source or spec.data.source
-    on_step("snapshot", f"reading {src}")
-    snap = snapshot_dataset(src, workspace, base_dir=project_dir, df=frame)
-    on_step("snapshot", f"{snap.id}: {snap.row_count} rows")
-
-    df = snap.load_frame()
-    on_step("validate", "checking the data contract")
-    report = validate_frame(df, contract_for(spec))
-    if not report.passed:
-        first = "; ".join(v.message for v in report.violations[:3])
-        raise ContractViolation(f"data contract failed for snapshot {snap.id}: {len(report.violations)} violation(s) "
-                                f"({first}); see 'loopml data validate {snap.id}'")
-    on_step("validate", "contract passed")
-
+    snap, df = _snapshot_and_validate(spec, workspace, project_dir, source, frame, on_step)
     key = cache_key(spec, snap.id)
     cache_file = workspace.cache / f"{spec.name}-{key}.json"
     if cache_file.exists() and not force:
@@ -109,6 +93,56 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
     result = _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, auto_promote, reason)
     atomic_write_json(cache_file, result.to_dict())
     return result
+
+
+def _snapshot_and_validate(spec, workspace, project_dir, source, frame, on_step):
+    from loopml.data.contract import contract_for, validate_frame
+    from loopml.data.snapshot import snapshot_dataset
+
+    src = source or spec.data.source
+    on_step("snapshot", f"reading {src}")
+    snap = snapshot_dataset(src, workspace, base_dir=project_dir, df=frame)
+    on_step("snapshot", f"{snap.id}: {snap.row_count} rows")
+    df = snap.load_frame()
+    on_step("validate", "checking the data contract")
+    report = validate_frame(df, contract_for(spec))
+    if not report.passed:
+        first = "; ".join(v.message for v in report.violations[:3])
+        raise ContractViolation(f"data contract failed for snapshot {snap.id}: {len(report.violations)} violation(s) "
+                                f"({first}); see 'loopml data validate {snap.id}'")
+    on_step("validate", "contract passed")
+    return snap, df
+
+
+def tune_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path = Path("."),
+                  on_step: StepCallback = _noop, on_trials: Callable[[list], None] = lambda rows: None,
+                  auto_promote: bool = True) -> tuple[Any, PipelineResult | None]:
+    """``tuning:`` on Ray Tune over the training split (the gate's holdout stays unseen), then the
+    best configuration retrained on the whole training split through the same evaluate -> gate
+    -> register path (:func:`run_pipeline`). Returns (tuning outcome, pipeline result or None
+    when no trial produced the metric)."""
+    from loopml.registry.client import SNAPSHOT_TAG, Registry
+    from loopml.train.trainer import split_frame
+    from loopml.train.tune import run_tuning
+    from loopml.train.tune_space import tuned_spec
+
+    workspace.init()
+    snap, df = _snapshot_and_validate(spec, workspace, project_dir, None, None, on_step)
+    split = split_frame(spec, df)
+    registry = Registry(workspace)
+    with registry.run(spec.name, run_name=f"{spec.name}-tune-{snap.id}") as parent:
+        parent.set_tags({SNAPSHOT_TAG: snap.id, "loopml.reason": "tune"})
+        on_step("tune", f"{spec.tuning.num_samples} trials on Ray Tune over {len(split.train)} training rows")
+        outcome = run_tuning(spec, split.train, workspace, registry, parent, on_trials)
+        if outcome.best is None:
+            return outcome, None
+        on_step("tune", f"best {outcome.metric} {outcome.best.metric:.4f} with {outcome.best.config}; "
+                        "retraining it on the whole training split")
+        best_spec = tuned_spec(spec, outcome.best.config)
+        result = run_pipeline(best_spec, workspace, project_dir=project_dir, on_step=on_step,
+                              auto_promote=auto_promote, reason=f"tuned (run {parent.run_id})")
+        parent.set_tags({"loopml.tuned_version": result.version or "", "loopml.tuned_run": result.run_id or ""})
+    return outcome, result
 
 
 def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, auto_promote, reason) -> PipelineResult:
