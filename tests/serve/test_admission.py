@@ -44,7 +44,7 @@ def slow(make_server, fake_registry):
     def make(**settings):
         # compiled=False: the NumPy fast path would skip SlowLR.predict_proba; predict_in_thread:
         # the event loop stays free while the model sleeps, as it is with a challenger loaded
-        made["server"] = server = make_server(("slow",), compiled=False, max_batch_size=1, predict_in_thread=True,
+        made["server"] = server = make_server(("slow",), compiled=False, max_batch_size=1, predict_in_thread="always",
                                               **settings)
         SlowLR.calls = 0  # the load-time smoke prediction does not count
         return server

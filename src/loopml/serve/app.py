@@ -39,6 +39,7 @@ from loopml.serve.http import CLIENT_GONE_EXTENSION as GONE_EXTENSION
 from loopml.serve.http import JSON, TEXT, dumps, header_dict, loads, read_body, respond
 from loopml.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 from loopml.serve.metrics import ServeMetrics
+from loopml.serve.placement import PlacementCollector
 from loopml.serve.protocols import mlflow as mlflow_proto
 from loopml.serve.protocols import oip_v2
 from loopml.serve.settings import EndpointSpec, ServeSettings
@@ -62,6 +63,7 @@ class ServeApp:
         self.admission = Admission(settings.max_inflight)
         metrics.fleet = fleet
         metrics.admission = self.admission
+        metrics.registry.register(PlacementCollector(fleet))  # where each version predicts
         self._shadow_tasks: set[asyncio.Task] = set()
         self.tracing: Any = None  # set by loopml.serve.tracing.maybe_trace when OTel is configured
         try:
@@ -174,7 +176,9 @@ class ServeApp:
         if dep is None:
             raise ModelNotFound(name)
         versions = [d.version for d in ep.deployments()] if version is None else [dep.version]
-        return 200, dumps(oip_v2.model_metadata(dep.runtime, versions)), JSON, None
+        meta = oip_v2.model_metadata(dep.runtime, versions)
+        meta["parameters"]["predict_in_thread"] = dep.in_thread  # serving.predict_in_thread, as decided
+        return 200, dumps(meta), JSON, None
 
     def _pick_version(self, ep, version: str):
         dep = ep.by_version(version)

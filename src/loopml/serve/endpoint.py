@@ -35,6 +35,15 @@ class Deployment:
                                on_batch=(lambda n: on_batch(runtime.name, runtime.version, n)) if on_batch else None)
         self.inflight = 0
         self.retired = False
+        # where it predicts (serve/fleet.py decides): the warm-up batch it was timed on, and why
+        self.batch_rows: int | None = None
+        self.batch_seconds: float | None = None
+        self.placement_reason = ""
+
+    @property
+    def in_thread(self) -> bool:
+        """Whether its batches predict in a thread (else inline, on the event loop)."""
+        return bool(self.runtime.predict_in_thread)
 
     @property
     def name(self) -> str:
@@ -127,7 +136,10 @@ class Endpoint:
             if d is None:
                 return None
             return {"version": d.version, "variant": d.label, "inflight": d.inflight,
-                    "queued_rows": d.batcher.queued_rows, "load_seconds": d.runtime.load_seconds}
+                    "queued_rows": d.batcher.queued_rows, "load_seconds": d.runtime.load_seconds,
+                    "predicts_in": "thread" if d.in_thread else "event loop", "placement": d.placement_reason,
+                    "batch_rows": d.batch_rows,
+                    "batch_predict_us": None if d.batch_seconds is None else round(d.batch_seconds * 1e6, 1)}
 
         return {"name": self.name, "ref": self.spec.ref, "ready": self.ready, "policy": self.policy.to_dict(),
                 PRIMARY: dep(self.primary), CHALLENGER: dep(self.challenger), "last_error": self.last_error}

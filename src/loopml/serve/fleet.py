@@ -26,6 +26,7 @@ from typing import Any, AsyncIterator
 from loopml.config import Workspace
 from loopml.errors import LoopmlError, ModelCheckFailed, ModelNotFound, WorkersLagging
 from loopml.serve.endpoint import Deployment, Endpoint
+from loopml.serve.placement import decide, time_batch
 from loopml.serve.policy_store import PolicyFiles, SharedEndpoints
 from loopml.serve.recorder import PredictionRecorder
 from loopml.serve.runtime import ModelRuntime
@@ -274,13 +275,14 @@ class Fleet:
                 new_challenger = await self._deploy_if_changed(rest, challenger_ref)
             old = [d for d in existing if d is not new_primary and d is not new_challenger]
             new_primary.label = ep.primary_label
-            new_primary.runtime.predict_in_thread = self.settings.predict_in_thread or new_challenger is not None
+            # With a challenger (canary or shadow), both variants predict in their own threads:
+            # a slow challenger never blocks the event loop the champion answers on, and the
+            # two are timed alike, so the rollout's latency comparison is fair. Else
+            # serving.predict_in_thread decides (see serve/placement.py).
+            self._place(new_primary, new_challenger is not None)
             if new_challenger is not None:
                 new_challenger.label = ep.challenger_label
-                # With a challenger (canary or shadow), both variants predict in their own threads:
-                # a slow challenger never blocks the event loop the champion answers on, and the
-                # two are timed alike, so the rollout's latency comparison is fair.
-                new_challenger.runtime.predict_in_thread = True
+                self._place(new_challenger, True)
             ep.primary, ep.challenger = new_primary, new_challenger  # the switch
             ep.last_error = None
         for d in old:
@@ -294,7 +296,7 @@ class Fleet:
         known = self._broken.get((ref.name, str(ref.version)))
         if known is not None:
             raise known  # checked and failed already: do not load it again on every poll
-        runtime = ModelRuntime(self.registry, ref, predict_in_thread=self.settings.predict_in_thread,
+        runtime = ModelRuntime(self.registry, ref, predict_in_thread=False,  # placed by _sync
                                use_compiled=self.settings.compiled)
         try:
             await asyncio.to_thread(runtime.load)
@@ -306,8 +308,18 @@ class Fleet:
         if self.metrics is not None:
             self.metrics.model_loaded(runtime.name, runtime.version, runtime.load_seconds or 0.0)
         log.info("loaded %s version %s in %.2fs", runtime.name, runtime.version, runtime.load_seconds)
-        return Deployment(runtime, self.settings, label="", recorder=self.recorders.get(runtime.name),
-                          on_batch=self.metrics.batch if self.metrics is not None else None)
+        rows, seconds = await asyncio.to_thread(time_batch, runtime, self.settings.max_batch_size)
+        dep = Deployment(runtime, self.settings, label="", recorder=self.recorders.get(runtime.name),
+                         on_batch=self.metrics.batch if self.metrics is not None else None)
+        dep.batch_rows, dep.batch_seconds = rows, seconds
+        return dep
+
+    def _place(self, d: Deployment, challenger: bool) -> None:
+        in_thread, why = decide(self.settings.predict_in_thread, d.batch_rows, d.batch_seconds, challenger)
+        if in_thread != d.runtime.predict_in_thread or why != d.placement_reason:
+            log.info("%s version %s predicts %s (%s)", d.name, d.version,
+                     "in a thread" if in_thread else "on the event loop", why)
+        d.runtime.predict_in_thread, d.placement_reason = in_thread, why
 
     def _retire(self, d: Deployment) -> None:
         task = asyncio.get_running_loop().create_task(d.retire(self.settings.drain_timeout_s))

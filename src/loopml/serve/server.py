@@ -150,7 +150,8 @@ def runtime_lines(fleet: Any) -> list[str]:
             rt = dep.runtime
             why = getattr(rt, "fallback_reason", None)
             lines.append(f"loopml serve: {ep.name} version {dep.version} ({dep.label}): runtime "
-                         f"{getattr(rt, 'runtime_name', None) or 'unknown'}" + (f" (fell back: {why})" if why else ""))
+                         f"{getattr(rt, 'runtime_name', None) or 'unknown'}" + (f" (fell back: {why})" if why else "")
+                         + f"; predicts {'in a thread' if dep.in_thread else 'on the event loop'} ({dep.placement_reason})")
     return lines
 
 

@@ -31,11 +31,14 @@ SERVING_ENV = {
     "body_timeout_s": "LOOPML_SERVE_BODY_TIMEOUT_S",
     "keepalive_timeout_s": "LOOPML_SERVE_KEEPALIVE_TIMEOUT_S",
     "max_request_id": "LOOPML_SERVE_MAX_REQUEST_ID",
+    "predict_in_thread": "LOOPML_SERVE_PREDICT_IN_THREAD",
     "allow_unsafe_pickle": "LOOPML_ALLOW_UNSAFE_PICKLE",
 }
 # the ServingSpec fields that are also ServeSettings fields (everything but where to listen)
 TUNING = ("max_batch_size", "max_delay_ms", "max_queue_rows", "max_inflight", "deadline_ms", "max_connections",
-          "max_header_bytes", "header_timeout_s", "body_timeout_s", "keepalive_timeout_s", "max_request_id")
+          "max_header_bytes", "header_timeout_s", "body_timeout_s", "keepalive_timeout_s", "max_request_id",
+          "predict_in_thread")
+PREDICT_IN_THREAD = ("auto", "always", "never")
 UNSAFE_PICKLE_ENV = SERVING_ENV["allow_unsafe_pickle"]  # read by the registry when it loads a model file
 
 _NAME = r"[A-Za-z0-9_.\-]+"
@@ -122,6 +125,7 @@ _CONSTRAINTS = {
     "max_rows": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
     "poll_interval_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0 (0 disables polling)"),
     "drain_timeout_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    "predict_in_thread": (lambda v: v in PREDICT_IN_THREAD, "one of auto, always, never"),
 }
 
 
@@ -158,7 +162,9 @@ class ServeSettings:
     log_predictions: bool = True
     admin_token: str | None = None
     inference_token: str | None = None
-    predict_in_thread: bool = False
+    # "auto": each loaded model predicts in a thread when its warm-up batch is slow, else inline
+    # (serve/fleet.py decides; a challenger puts both variants in threads whatever this says)
+    predict_in_thread: str = _spec_default("predict_in_thread")
     compiled: bool = True  # NumPy fast path for simple linear pipelines (LOOPML_SERVE_COMPILED=0: off)
     tune_gc: bool = False  # freeze startup objects, rarer GC passes (set by the CLI)
     extra: dict = field(default_factory=dict)
