@@ -1,4 +1,5 @@
-"""Alert rules: for N windows, cooldown, dedup, SQLite persistence, webhook + log delivery."""
+"""Alert rules: for N windows, cooldown, dedup, persistence in the state store (SQLite and
+PostgreSQL), webhook + log delivery."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import yaml
 from loopml.errors import SpecError
 from loopml.monitor.alert_delivery import deliver_pending
 from loopml.monitor.alert_store import AlertStore
-from loopml.monitor.alerts import AlertRule, evaluate, parse_rules
+from loopml.monitor.alerts import AlertEvent, AlertRule, AlertState, evaluate, parse_rules
 from loopml.monitor.prom_rules import prometheus_rules
+from tests.store.backends import state_uri  # noqa: F401 - fixture: SQLite and PostgreSQL
 
 HOUR = 3600.0
 
@@ -63,8 +65,8 @@ def run(store, rules, values, t0=0.0, step=600.0):
     return out
 
 
-def test_for_windows_dedup_and_resolve(tmp_path):
-    with AlertStore(tmp_path / "state.db") as store:
+def test_for_windows_dedup_and_resolve(state_uri):
+    with AlertStore(state_uri) as store:
         kinds = run(store, [rule()], [1, 0, 1, 1, 1, 1, None, 0])
         assert kinds == ["firing", "resolved"]  # one breach is not enough; firing once; no-data changes nothing
         assert store.get_state("drift", "m").status == "inactive"
@@ -78,8 +80,8 @@ def test_cooldown_suppresses_a_quick_refire(tmp_path):
         assert kinds == ["firing"]
 
 
-def test_restart_neither_refires_nor_forgets(tmp_path):
-    db = tmp_path / "state.db"
+def test_restart_neither_refires_nor_forgets(state_uri):
+    db = state_uri
     r = [rule(for_windows=2)]
     with AlertStore(db) as store:
         assert run(store, r, [1, 1]) == ["firing"]
@@ -91,8 +93,8 @@ def test_restart_neither_refires_nor_forgets(tmp_path):
         assert run(store, r, [0], t0=1800.0) == ["resolved"]
 
 
-def test_pending_state_survives_restart(tmp_path):
-    db = tmp_path / "state.db"
+def test_pending_state_survives_restart(state_uri):
+    db = state_uri
     with AlertStore(db) as store:
         assert run(store, [rule(for_windows=3)], [1, 1]) == []
     with AlertStore(db) as store:
@@ -100,9 +102,9 @@ def test_pending_state_survives_restart(tmp_path):
         assert run(store, [rule(for_windows=3)], [1], t0=1200.0) == ["firing"]
 
 
-def test_webhook_and_log_delivery_with_retry(tmp_path):
+def test_webhook_and_log_delivery_with_retry(tmp_path, state_uri):
     log_path = tmp_path / "alerts.jsonl"
-    with Hook(status=500) as bad, AlertStore(tmp_path / "state.db") as store:
+    with Hook(status=500) as bad, AlertStore(state_uri) as store:
         rules = [rule(for_windows=1, webhooks=[bad.url], severity="critical")]
         run(store, rules, [1])
         delivered, failed = deliver_pending(store, rules, log_path=log_path)
@@ -155,3 +157,15 @@ def test_prometheus_rules_export():
     assert by["LowAUC"]["expr"] == 'loopml_live_metric{metric="roc_auc"} < 0.7'
     assert by["Missing"]["expr"] == 'loopml_quality{column="amount",measure="missing_rate"} >= 0.1'
     assert "for" not in by["LowAUC"]
+
+
+def test_a_failed_evaluation_leaves_no_state_and_no_event(state_uri):
+    """The state change and its queued notification commit together or not at all."""
+    with AlertStore(state_uri) as store:
+        with pytest.raises(RuntimeError):
+            with store.transaction() as tx:
+                tx.put_state(AlertState(rule="drift", model="m", status="firing", breaches=1))
+                tx.add_event(AlertEvent(rule="drift", model="m", kind="firing", value=1.0, threshold=1.0,
+                                        severity="warning", message="x", ts=0.0, window_end=0.0))
+                raise RuntimeError("killed half way")
+        assert store.get_state("drift", "m") is None and store.events() == []

@@ -171,7 +171,7 @@ def _supervision(ws, store) -> dict:
 def _open_alerts(ws, model: str) -> list:
     from loopml.monitor.alert_store import AlertStore
 
-    with AlertStore(ws.state_db) as store:
+    with AlertStore(ws.state_uri) as store:
         return [f"{a.rule} {a.status} (value {a.value})" for a in store.states(active_only=True) if a.model == model]
 
 

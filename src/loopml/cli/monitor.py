@@ -295,7 +295,7 @@ def alerts(
             console.print(e.message)
         for e, err in failed:
             console.print(f"[yellow]delivery pending for {e.rule}: {err}[/]")
-    with AlertStore(ws.state_db) as store:
+    with AlertStore(ws.state_uri) as store:
         states, events = store.states(), store.events(limit=20)
     if as_json:
         from dataclasses import asdict

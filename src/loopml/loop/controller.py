@@ -271,7 +271,7 @@ class Controller:
         from loopml.monitor.alert_store import AlertStore
         from loopml.monitor.alerts import evaluate
 
-        with AlertStore(self.workspace.state_db) as store:
+        with AlertStore(self.workspace.state_uri) as store:
             events = evaluate(rules, self.model, metrics, window_end=window_end, store=store)
             deliver_pending(store, rules, log_path=self.workspace.home / "alerts.jsonl")
         for e in events:

@@ -1,52 +1,45 @@
-"""Alert state and the notification outbox, in SQLite (the workspace's ``state.db``)."""
+"""Alert state and the notification outbox, in the state store (``LOOPML_STATE_URI``: the
+workspace's SQLite ``state.db`` by default, or PostgreSQL), so every monitor of a fleet sees
+one state per (rule, model) and no notification is sent twice or lost."""
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
+import os
 from dataclasses import asdict, fields
-from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+from sqlalchemy import select, update
 
 from loopml.monitor.alerts import AlertEvent, AlertState
+from loopml.store import Store, open_store
+from loopml.store.schema import alert_events, alert_state
+from loopml.store.upsert import upsert
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_state (
-    rule TEXT NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL, breaches INTEGER NOT NULL,
-    value REAL, since REAL, last_notified REAL, last_window_end REAL, updated REAL,
-    PRIMARY KEY (rule, model)
-);
-CREATE TABLE IF NOT EXISTS alert_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
-    value REAL, threshold REAL, severity TEXT, message TEXT, ts REAL, window_end REAL,
-    delivered INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS alert_events_pending ON alert_events (delivered, id);
-"""
+T = TypeVar("T")
 _STATE_COLS = [f.name for f in fields(AlertState)]
 _EVENT_COLS = [f.name for f in fields(AlertEvent) if f.name not in ("id", "delivered")]
 
 
 class AlertStore:
-    """Open with :meth:`open` (the constructor does no I/O)."""
+    """``AlertStore(ws.state_uri)`` (a bare path means a SQLite file). Open with :meth:`open`
+    or ``with`` (the constructor does no I/O). Outside :meth:`transaction` each call is its
+    own transaction."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._con: sqlite3.Connection | None = None
+    def __init__(self, where: str | os.PathLike) -> None:
+        from loopml.loop.state import store_uri
+
+        self.uri = store_uri(where)
+        self._store: Store | None = None
+        self._tx: Any = None  # the connection of the open transaction, if any
 
     def open(self) -> "AlertStore":
-        if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self._con.row_factory = sqlite3.Row
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.executescript(_SCHEMA)
+        if self._store is None:
+            self._store = open_store(self.uri)
         return self
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        self._store = None  # the store's connections are pooled per process; nothing to close here
 
     def __enter__(self) -> "AlertStore":
         return self.open()
@@ -54,56 +47,58 @@ class AlertStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def con(self) -> sqlite3.Connection:
-        return self.open()._con  # type: ignore[return-value]
+    def _do(self, fn: Callable[[Any], T]) -> T:
+        if self._tx is not None:
+            return fn(self._tx)
+        return self.open()._store.run(fn)  # type: ignore[union-attr]
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["AlertStore"]:
-        con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+        """Several calls as one transaction (not re-run on a PostgreSQL conflict: the next
+        evaluation of the window starts from what was committed)."""
+        with self.open()._store.tx() as con:  # type: ignore[union-attr]
+            self._tx = con
+            try:
+                yield self
+            finally:
+                self._tx = None
 
     def get_state(self, rule: str, model: str) -> AlertState | None:
-        row = self.con.execute("SELECT * FROM alert_state WHERE rule = ? AND model = ?", (rule, model)).fetchone()
+        q = select(alert_state).where(alert_state.c.rule == rule, alert_state.c.model == model)
+        row = self._do(lambda con: con.execute(q).mappings().first())
         return AlertState(**{k: row[k] for k in _STATE_COLS}) if row else None
 
     def put_state(self, state: AlertState) -> None:
         d = asdict(state)
-        self.con.execute(
-            f"INSERT OR REPLACE INTO alert_state ({', '.join(_STATE_COLS)}) VALUES ({', '.join('?' * len(_STATE_COLS))})",
-            [d[k] for k in _STATE_COLS])
+        keys = {"rule": d["rule"], "model": d["model"]}
+        self._do(lambda con: upsert(con, alert_state, keys, {k: d[k] for k in _STATE_COLS if k not in keys}))
 
     def states(self, *, active_only: bool = False) -> list[AlertState]:
-        sql = "SELECT * FROM alert_state"
+        q = select(alert_state)
         if active_only:
-            sql += " WHERE status != 'inactive'"
-        rows = self.con.execute(sql + " ORDER BY model, rule").fetchall()
+            q = q.where(alert_state.c.status != "inactive")
+        rows = self._do(lambda con: con.execute(q.order_by(alert_state.c.model, alert_state.c.rule)).mappings().all())
         return [AlertState(**{k: r[k] for k in _STATE_COLS}) for r in rows]
 
     def add_event(self, event: AlertEvent) -> int:
         d = asdict(event)
-        cur = self.con.execute(
-            f"INSERT INTO alert_events ({', '.join(_EVENT_COLS)}) VALUES ({', '.join('?' * len(_EVENT_COLS))})",
-            [d[k] for k in _EVENT_COLS])
-        return int(cur.lastrowid)
+        stmt = alert_events.insert().values(**{k: d[k] for k in _EVENT_COLS})
+        return int(self._do(lambda con: con.execute(stmt).inserted_primary_key[0]))
 
     def events(self, *, pending_only: bool = False, limit: int = 100) -> list[AlertEvent]:
-        sql = "SELECT * FROM alert_events"
+        q = select(alert_events)
         if pending_only:
-            sql += " WHERE delivered = 0"
-        rows = self.con.execute(sql + " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            q = q.where(alert_events.c.delivered == 0)
+        rows = self._do(lambda con: con.execute(q.order_by(alert_events.c.id.desc()).limit(int(limit))).mappings().all())
         out = [AlertEvent(**{k: r[k] for k in _EVENT_COLS}, id=r["id"], delivered=bool(r["delivered"])) for r in rows]
         return out[::-1]
 
     def mark_delivered(self, event_id: int) -> None:
-        self.con.execute("UPDATE alert_events SET delivered = 1, attempts = attempts + 1 WHERE id = ?", (event_id,))
+        e = alert_events.c
+        self._do(lambda con: con.execute(update(alert_events).where(e.id == event_id)
+                                         .values(delivered=1, attempts=e.attempts + 1)))
 
     def mark_failed(self, event_id: int, error: str) -> None:
-        self.con.execute("UPDATE alert_events SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                         (error[:500], event_id))
+        e = alert_events.c
+        self._do(lambda con: con.execute(update(alert_events).where(e.id == event_id)
+                                         .values(attempts=e.attempts + 1, last_error=error[:500])))

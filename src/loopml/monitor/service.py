@@ -223,7 +223,7 @@ def check_alerts(ws: "Workspace", model: str, rules: list, *, spec: "ProjectSpec
     window = read_log_window(ws, version.name, last=last)
     _, _, metrics = window_metrics(reference, window, spec, version=version, log_root=ws.predictions)
     window_end = float(window["ts"].max().timestamp())
-    with AlertStore(ws.state_db) as store:
+    with AlertStore(ws.state_uri) as store:
         events = evaluate(rules, version.name, metrics, window_end=window_end, store=store, now=now)
         delivered, failed = deliver_pending(store, rules, log_path=ws.home / "alerts.jsonl")
     return events, delivered, failed
