@@ -92,3 +92,41 @@ def pg_database(_postgres_server):
 def pg_url(pg_database) -> str:
     """``postgresql://`` URL of a fresh, empty database for this test."""
     return pg_database()
+
+
+# --- the local platform (issue #11): ONE `loopml platform up` per test session ---
+
+
+@pytest.fixture(scope="session")
+def local_platform(tmp_path_factory: pytest.TempPathFactory):
+    """A running platform (PostgreSQL, SeaweedFS, MLflow, Alertmanager, Prometheus) started by the
+    real CLI, ``loopml platform up --dir DIR``; stopped and deleted at the end of the session.
+    Yields the :class:`~loopml.platform.stack.Platform`; ``up_stdout`` holds the printed exports."""
+    import os
+    import subprocess
+    import sys
+
+    from loopml.platform.stack import Platform
+
+    folder = tmp_path_factory.mktemp("platform") / "plat"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "MLFLOW_", "AWS_", "PG"))}
+    out = subprocess.run([sys.executable, "-m", "loopml.cli.main", "platform", "up", "--dir", str(folder)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    plat = Platform(folder)
+    try:
+        assert out.returncode == 0, out.stderr[-3000:]
+        plat.up_stdout = out.stdout
+        yield plat
+    finally:
+        plat.remove()
+
+
+@pytest.fixture(scope="session")
+def platform_env(local_platform) -> dict:
+    """A copy of the environment pointing loopml at ``local_platform`` (LOOPML_TRACKING_URI,
+    LOOPML_STATE_URI, PGPASSFILE, AWS_*; the S3 secret read from its file), for subprocesses."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "MLFLOW_", "AWS_", "PG"))}
+    env.update(local_platform.environment(secrets=True))
+    return env

@@ -1,0 +1,76 @@
+"""Alertmanager receiving Prometheus's loopml alerts.
+
+Clustering is off (``--cluster.listen-address=``): a single local instance has no peers, and
+the default gossip port would listen on every interface. The receiver is a webhook when one is
+configured (the controller's retraining trigger), else a sink that only records.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from loopml.errors import PlatformToolMissing
+from loopml.platform.base import clean_env, free_port, http_ok, spawn, stop_pid, wait_until
+
+
+def alertmanager_binary() -> str:
+    for name in ("alertmanager", "prometheus-alertmanager"):  # upstream, Debian
+        found = shutil.which(name)
+        if found:
+            return found
+    raise PlatformToolMissing("alertmanager", "Debian: apt-get install prometheus-alertmanager")
+
+
+class Alertmanager:
+    """One Alertmanager under ``root``. The constructor only stores values."""
+
+    component = "alertmanager"
+
+    def __init__(self, root: Path, *, port: int | None = None, webhook: str | None = None) -> None:
+        self.root = Path(root)
+        self.port = port
+        self.webhook = webhook
+        self.pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "alertmanager.log"
+
+    def config(self) -> dict:
+        receiver: dict = {"name": "loopml"}
+        if self.webhook:
+            receiver["webhook_configs"] = [{"url": self.webhook, "send_resolved": True}]
+        return {"route": {"receiver": "loopml", "group_by": ["alertname", "model"], "group_wait": "1s",
+                          "group_interval": "10s", "repeat_interval": "1h"},
+                "receivers": [receiver]}
+
+    def argv(self) -> list[str]:
+        return [alertmanager_binary(), f"--config.file={self.root / 'alertmanager.yml'}",
+                f"--storage.path={self.root / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address="]
+
+    def start(self, timeout: float = 60.0) -> "Alertmanager":
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = free_port()
+        (self.root / "alertmanager.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
+        self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
+        wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
+        return self
+
+    def stop(self) -> None:
+        stop_pid(self.pid)
+
+    def healthy(self) -> bool:
+        return self.port is not None and http_ok(self.url + "/-/ready")
