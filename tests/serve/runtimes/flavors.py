@@ -49,3 +49,30 @@ def mlp(k: int = 8, out: int = 3, seed: int = 0) -> Any:
 
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(k, 16), torch.nn.ReLU(), torch.nn.Linear(16, out)).eval()
+
+
+def save_with(module_name: str, model: Any, example: Any, requirement: str, **kw: Any) -> Callable[[str], Any]:
+    """``mlflow.<flavor>.save_model(model, path, input_example=example)`` with explicit requirements
+    (MLflow would otherwise load the model in a subprocess to infer them)."""
+    import importlib
+
+    flavor = importlib.import_module(module_name)
+
+    def save(path: str) -> None:
+        flavor.save_model(model, path, input_example=example, pip_requirements=[requirement], **kw)
+    return save
+
+
+def train_boosters(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Small XGBoost / LightGBM classifiers and regressors (seconds)."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    target = X[:, 0] * 2 - X[:, 3]
+    return {
+        "xgb_clf": xgb.XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1).fit(X, y),
+        "xgb_reg": xgb.XGBRegressor(n_estimators=30, max_depth=3, n_jobs=1).fit(X, target),
+        "lgb_clf": lgb.LGBMClassifier(n_estimators=30, num_leaves=8, n_jobs=1, verbose=-1).fit(X, y),
+        "lgb_booster": lgb.train({"objective": "regression", "num_leaves": 8, "verbose": -1, "num_threads": 1},
+                                 lgb.Dataset(X, target), num_boost_round=20),
+    }

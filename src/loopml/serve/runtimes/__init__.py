@@ -1,11 +1,13 @@
 """Model runtimes, one module per kind, behind the contract in :mod:`.base`.
 
 Order is preference: an ONNX session when the version was adopted for ONNX (or is an ONNX
-model), then PyTorch (loopml's torch models and ``mlflow.pytorch``), then scikit-learn (also
+model), then PyTorch (loopml's torch models and ``mlflow.pytorch``), XGBoost and LightGBM
+(``mlflow.xgboost`` / ``mlflow.lightgbm``), then scikit-learn (also
 loopml's torch models through ``load_native``, as the fallback), then MLflow pyfunc as the
 fallback for any other flavor.
 """
 
+from loopml.serve.runtimes.boost_runtime import BoostRuntime
 from loopml.serve.runtimes.base import ModelInfo, Runtime, model_info, register_runtime, runtimes_for
 from loopml.serve.runtimes.onnx_runtime import OnnxRuntime
 from loopml.serve.runtimes.pyfunc_runtime import PyfuncRuntime
@@ -14,8 +16,9 @@ from loopml.serve.runtimes.torch_runtime import TorchRuntime
 
 register_runtime(OnnxRuntime)
 register_runtime(TorchRuntime)
+register_runtime(BoostRuntime)
 register_runtime(SklearnRuntime)
 register_runtime(PyfuncRuntime)
 
-__all__ = ["ModelInfo", "OnnxRuntime", "PyfuncRuntime", "Runtime", "SklearnRuntime", "TorchRuntime", "model_info",
+__all__ = ["BoostRuntime", "ModelInfo", "OnnxRuntime", "PyfuncRuntime", "Runtime", "SklearnRuntime", "TorchRuntime", "model_info",
            "register_runtime", "runtimes_for"]
