@@ -65,7 +65,7 @@ def test_custom_transformer_is_refused_with_reason(tmp_path):
 def test_non_sklearn_flavor_is_refused(tmp_path, trained):
     src = FolderSource(tmp_path, trained["clf"], NUM_SIG, flavors=("python_function",))
     result = optimize_version(src, src.ref)
-    assert not result.adopted and "not a scikit-learn model" in result.reason
+    assert not result.adopted and "no ONNX converter for flavors ['python_function']" in result.reason
 
 
 def test_external_data_file_travels_with_the_model(tmp_path):

@@ -100,20 +100,8 @@ def optimize_quietly(registry: Any, ref: Any, on_step: Any = None) -> OptimizeRe
 def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int, external_data_bytes: int) -> str:
     from loopml.serve.runtimes.onnx_runtime import OnnxModel, open_session
 
-    with tempfile.TemporaryDirectory(prefix="loopml-flavor-") as tmp:
-        import yaml
-
-        with open(registry.download(ref, tmp, "MLmodel"), encoding="utf-8") as f:
-            flavors = (yaml.safe_load(f) or {}).get("flavors") or {}
-    if "sklearn" not in flavors:
-        raise Refused(f"not a scikit-learn model (flavors {sorted(flavors)}); only scikit-learn converts today")
-    inputs = [c for c in (registry.signature(ref) or {}).get("inputs") or [] if c.get("name")]
-    if not inputs:
-        raise Refused("no named-column signature to build the ONNX inputs from")
-    model = registry.load_native(ref)
-    proto = convert(model, inputs)
-    probe = probe_frame(inputs, registry.input_example(ref), _profile(registry, ref), probe_rows)
-    report["probe_rows"] = len(probe)
+    model, proto, probe = _converted(registry, ref, probe_rows)
+    report["probe_rows"] = len(next(iter(probe.values()))) if isinstance(probe, dict) else len(probe)
     with tempfile.TemporaryDirectory(prefix="loopml-onnx-") as tmp:
         folder = os.path.join(tmp, ONNX_ARTIFACT_PATH)
         save(proto, folder, external_data_bytes)
@@ -124,10 +112,72 @@ def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int,
     return compare(model, probe, onnx_out, report)
 
 
+def _converted(registry: Any, ref: Any, probe_rows: int) -> tuple[Any, Any, Any]:
+    """(native model, ONNX graph with loopml's metadata, probe rows) by the version's flavor."""
+    from loopml.registry import onnx_models
+    from loopml.serve.runtimes.base import model_info
+
+    info = model_info(registry, ref)
+    flavors = info.flavors
+    inputs = [c for c in (registry.signature(ref) or {}).get("inputs") or [] if c.get("name")]
+    try:
+        if "sklearn" in flavors or "loopml_torch" in flavors:
+            if not inputs:
+                raise Refused("no named-column signature to build the ONNX inputs from")
+            model = registry.load_native(ref)
+            if "loopml_torch" in flavors:
+                proto = onnx_models.convert_tabular_torch(model, inputs)
+            else:
+                proto = convert(model, inputs)
+            probe = probe_frame(inputs, registry.input_example(ref), _profile(registry, ref), probe_rows)
+        elif "pytorch" in flavors:
+            model, proto, probe = onnx_models.convert_pytorch(registry, ref, info, probe_rows)
+        elif "xgboost" in flavors or "lightgbm" in flavors:
+            model, proto, probe = _converted_boost(registry, ref, info, inputs, probe_rows)
+        else:
+            raise Refused(f"no ONNX converter for flavors {sorted(flavors)} (loopml converts scikit-learn, "
+                          "PyTorch, XGBoost and LightGBM models)")
+    except onnx_models.NoConverter as e:
+        raise Refused(str(e)) from None
+    _add_metadata(proto, getattr(model, "classes_", None) if hasattr(model, "predict_proba") else None)
+    return model, proto, probe
+
+
+def _converted_boost(registry: Any, ref: Any, info: Any, inputs: list[dict], probe_rows: int) -> tuple[Any, Any, Any]:
+    from loopml.registry import onnx_models
+    from loopml.serve.runtimes.boost_runtime import BoostRuntime
+    from loopml.serve.tensors import read_tensor_signature
+
+    model = BoostRuntime(registry, ref, info).load().model_
+    flavor = "xgboost" if "xgboost" in info.flavors else "lightgbm"
+    tensors = read_tensor_signature((registry.signature(ref) or {}).get("inputs") or [])
+    if tensors is not None:
+        probe = onnx_models.tensor_probe(tensors[0], registry.input_example(ref), probe_rows)
+        width = int(np.prod(tensors[0][0].shape[1:]))
+    elif inputs and all(c.get("type") in _NUMERIC for c in inputs):
+        probe = probe_frame(inputs, registry.input_example(ref), _profile(registry, ref), probe_rows)
+        width = len(inputs)
+    else:
+        raise Refused("a boosted-tree model converts with an all-numeric signature (columns or one tensor)")
+    return model, onnx_models.convert_boost(model.model, width, flavor), probe
+
+
+def _add_metadata(proto: Any, classes: Any) -> None:
+    meta = {"loopml.missing_string": MISSING_STRING}
+    if classes is not None:
+        meta["loopml.classes"] = json.dumps(np.asarray(classes).tolist())
+    have = {p.key for p in proto.metadata_props}
+    for k, v in meta.items():
+        if k not in have:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+
+
 def compare(model: Any, probe: Any, onnx_out: tuple, report: dict) -> str:
     """Parity of the ONNX outputs with the native model on ``probe``: fills ``report``, raises
     :class:`Refused` when labels differ or values are further apart than the tolerance."""
     labels, proba = onnx_out
+    rows = report.get("probe_rows", len(labels))
     classes = getattr(model, "classes_", None)
     native = np.asarray(model.predict(probe))
     if classes is not None and hasattr(model, "predict_proba"):
@@ -137,16 +187,16 @@ def compare(model: Any, probe: Any, onnx_out: tuple, report: dict) -> str:
             else float("inf")
         report.update(label_mismatches=mismatched, max_proba_diff=diff)
         if mismatched:
-            raise Refused(f"labels differ from the native model on {mismatched} of {len(probe)} probe rows")
+            raise Refused(f"labels differ from the native model on {mismatched} of {rows} probe rows")
         if not diff <= TOLERANCE:
             raise Refused(f"probabilities differ from the native model by up to {diff:.3g} (> {TOLERANCE:g})")
-        return f"parity on {len(probe)} probe rows (labels identical, probabilities within {diff:.2g})"
+        return f"parity on {rows} probe rows (labels identical, probabilities within {diff:.2g})"
     diff = float(np.max(np.abs(native.astype(np.float64) - np.asarray(labels, dtype=np.float64)) /
                         np.maximum(1.0, np.abs(native.astype(np.float64)))))
     report.update(max_value_diff=diff)
     if not diff <= TOLERANCE:
         raise Refused(f"predictions differ from the native model by up to {diff:.3g} (> {TOLERANCE:g}, relative)")
-    return f"parity on {len(probe)} probe rows (values within {diff:.2g})"
+    return f"parity on {rows} probe rows (values within {diff:.2g})"
 
 
 def convert(model: Any, inputs: list[dict]) -> Any:
@@ -187,13 +237,6 @@ def convert(model: Any, inputs: list[dict]) -> Any:
             errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
     else:
         raise Refused("skl2onnx cannot convert it: " + errors[-1])
-    meta = {"loopml.missing_string": MISSING_STRING}
-    classes = getattr(model, "classes_", None)
-    if classes is not None and hasattr(model, "predict_proba"):
-        meta["loopml.classes"] = json.dumps(np.asarray(classes).tolist())
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
     return proto
 
 

@@ -39,10 +39,17 @@ class OnnxModel:
         self.missing = meta.get(MISSING_KEY, "")
         # a single [n, k] input takes the fast lane's matrix as it is
         self.matrix_input = len(self.inputs) == 1 and len(self.inputs[0][2] or []) == 2 and self.inputs[0][2][1] != 1
+        # a single tensor of another rank (images [n, 3, 32, 32]) is fed as it is, too
+        self.tensor_input = len(self.inputs) == 1 and len(self.inputs[0][2] or []) not in (0, 2)
 
     def feed(self, X: Any) -> dict[str, np.ndarray]:
+        if isinstance(X, dict):  # named tensors (a tensor signature), by the graph's input names
+            try:
+                return {name: np.ascontiguousarray(X[name], dtype=dtype) for name, dtype, _ in self.inputs}
+            except KeyError as e:
+                raise ValueError(f"missing input tensor {e.args[0]!r}") from None
         if isinstance(X, np.ndarray):
-            if self.matrix_input:
+            if self.matrix_input or self.tensor_input:
                 name, dtype, _ = self.inputs[0]
                 return {name: np.ascontiguousarray(X, dtype=dtype)}
             # one column per input, in signature order (the converter made them in that order)
@@ -70,7 +77,9 @@ class OnnxModel:
             raise
         except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidArgument/Fail: the input was refused
             raise ValueError(" ".join(str(e).split())[:300]) from None
-        labels = np.asarray(outs[0]).ravel()
+        labels = np.asarray(outs[0])
+        if labels.ndim == 2 and labels.shape[1] == 1 or self.classes_ is not None:
+            labels = labels.ravel()  # one value per row; a vector per row (a network's outputs) stays
         proba = None
         if self.classes_ is not None and len(outs) > 1:
             proba = np.asarray(outs[1], dtype=np.float64)
