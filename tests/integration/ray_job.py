@@ -2,7 +2,8 @@
 subprocess inside a private network namespace (see ``ray_command``).
 
 ``python -m tests.integration.ray_job ROOT WORKERS ROWS EPOCHS`` writes ROOT/proj, trains into
-ROOT/ws and prints one JSON line ``RESULT {...}`` at the end.
+ROOT/ws and prints one JSON line ``RESULT {...}`` at the end; ``... ray_job tune ROOT`` runs
+``loopml tune`` on two small projects (see ``tune_main``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,35 @@ def main(root: Path, workers: int, rows: int, epochs: int, backend: str = "ray")
                                   "metrics": r.metrics}), flush=True)
 
 
+TUNE_SKLEARN = ({"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 300}},
+                {"search_space": {"C": {"type": "loguniform", "low": 0.001, "high": 10.0}}, "num_samples": 4})
+TUNE_TORCH = ({"kind": "torch", "params": {"hidden": [8]}, "epochs": 4, "batch_size": 32, "early_stopping": None},
+              {"search_space": {"lr": {"type": "loguniform", "low": 0.0005, "high": 0.05},
+                                "hidden": {"choice": [[8], [16]]}}, "num_samples": 4, "scheduler": "asha"})
+
+
+def tune_main(root: Path) -> None:
+    """``loopml tune`` (the CLI, in this process) on a scikit-learn and a torch project under one
+    Ray start; prints ``TUNE <kind>`` then the command's output, per project."""
+    import ray
+
+    from loopml.cli.main import _mount, app
+    from tests.train.conftest import write_project
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    _mount()
+    for kind, (model, tuning), flags in (("sklearn", TUNE_SKLEARN, []), ("torch", TUNE_TORCH, ["--json"])):
+        proj = write_project(root / kind, model, extra={"tuning": tuning}, n=400)
+        print(f"TUNE {kind}", flush=True)
+        app(["tune", "--project", str(proj), "--home", str(root / f"ws-{kind}"), *flags], standalone_mode=False)
+        print(f"END {kind}", flush=True)
+    ray.shutdown()
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     a = sys.argv[1:]
-    main(Path(a[0]), int(a[1]), int(a[2]), int(a[3]), *(a[4:5] or []))
+    if a[0] == "tune":
+        tune_main(Path(a[1]))
+    else:
+        main(Path(a[0]), int(a[1]), int(a[2]), int(a[3]), *(a[4:5] or []))

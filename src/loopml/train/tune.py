@@ -15,6 +15,7 @@ judges is never seen by a trial.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -204,6 +205,9 @@ def run_tuning(spec: Any, train: pd.DataFrame, workspace: Any, registry: Any, pa
     log = TrialLog(registry.client, parent.experiment_id, parent.run_id, metric, epochs, on_update)
     parent.log_params({f"search.{k}": v.model_dump(exclude_none=True) for k, v in t.search_space.items()}
                       | {"num_samples": t.num_samples, "metric": metric, "mode": mode, "scheduler": t.scheduler})
+    # Tune's newer console output prints its experiment banner even at verbose=0, into stdout,
+    # between our live table and --json; the classic reporter is silent at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started = time.time()
     with ray_session(spec):
         tuner = tune.Tuner(
