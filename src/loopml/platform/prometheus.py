@@ -96,6 +96,9 @@ class Prometheus:
         write_private(path, yaml.safe_dump(document, sort_keys=False))
         os.chmod(path, 0o644)  # rules are not secret
         self.reload()
+        # SIGHUP returns at once; wait until the API shows the rules so callers can rely on them
+        names = {r["alert"] for g in document.get("groups", []) for r in g.get("rules", [])}
+        wait_until(self.component, lambda: names <= self.rule_names(), pid=self.pid, log=self.log, timeout=30)
         return path
 
     def write_targets(self, name: str, targets: list[str], labels: dict[str, str] | None = None) -> Path:
@@ -105,6 +108,17 @@ class Prometheus:
         write_private(path, json.dumps([{"targets": targets, "labels": labels or {}}]))
         os.chmod(path, 0o644)
         return path
+
+    def rule_names(self) -> set[str]:
+        """Names of the rules Prometheus has loaded (its HTTP API), empty when it does not answer."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/api/v1/rules", timeout=5) as resp:
+                groups = json.loads(resp.read())["data"]["groups"]
+        except (OSError, ValueError, KeyError):
+            return set()
+        return {r["name"] for g in groups for r in g["rules"]}
 
     def reload(self) -> None:
         """SIGHUP: Prometheus re-reads its configuration and rule files (no lifecycle HTTP API needed)."""
