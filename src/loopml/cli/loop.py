@@ -261,7 +261,7 @@ def _steer(project: Path, home, tracking_uri, new_status: str, allowed: tuple[st
     if r.status not in allowed:
         raise LoopmlError(f"rollout {r.id} is {r.status}; cannot {new_status} it now")
     decision = {"action": f"manual-{new_status}", "reasons": [f"by {audit.current_user()}"], "evidence": {}}
-    audit.record_event(ws.audit_log, spec.name, f"rollout-manual-{new_status}", f"by hand: {new_status}",
+    audit.record_event(ws, spec.name, f"rollout-manual-{new_status}", f"by hand: {new_status}",
                        version=r.challenger, previous=r.champion)
     try:
         store.update_rollout(r, expect_status=r.status, decision=decision, status=new_status, **changes)

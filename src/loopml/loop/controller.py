@@ -119,7 +119,7 @@ class Controller:
             pass
         if what != self._last_error:
             try:
-                audit.record_event(self.workspace.audit_log, self.model, "controller-error", what, who=WHO,
+                audit.record_event(self.workspace, self.model, "controller-error", what, who=WHO,
                                    evidence={"failures": failures, "next_try_in_s": delay}, alias="controller")
                 self._last_error = what
             except Exception:  # noqa: BLE001 - the audit log may be what failed
@@ -217,7 +217,7 @@ class Controller:
             return  # this cause failed: its retry is scheduled (poll_triggers queues it when due)
         trig = self.store.add_trigger(self.model, kind, cause, self.spec.triggers.debounce_s)
         if trig.status == "queued":  # merged repeats stay in state.db; the audit log gets the cause once
-            audit.record_event(self.workspace.audit_log, self.model, "trigger", f"{kind}: {cause}",
+            audit.record_event(self.workspace, self.model, "trigger", f"{kind}: {cause}",
                                who=WHO, evidence={"trigger": trig.id}, alias="trigger")
             self.say(f"[trigger] {kind}: {cause}")
 
@@ -295,7 +295,7 @@ class Controller:
         version, champion, result, latency_note = gated
         rollout = self.store.start_rollout(self.model, version, champion.version, trigger.id)
         self.store.finish_trigger(trigger.id, "done", f"rollout {rollout.id} of version {version} started")
-        audit.record_event(self.workspace.audit_log, self.model, "rollout-start",
+        audit.record_event(self.workspace, self.model, "rollout-start",
                            f"gate passed: {result.gate_reasons[-1] if result.gate_reasons else ''}; {latency_note}",
                            version=version, previous=champion.version, who=WHO,
                            evidence={"metrics": result.metrics, "champion_metrics": result.champion_metrics})
@@ -315,7 +315,7 @@ class Controller:
         self.say(f"[retrain] failed ({r.failures} in a row for this cause): {what}; "
                  f"next try in {r.next_try - now:.0f} s (at {when}); 'loopml retrain' tries now")
         try:
-            audit.record_event(self.workspace.audit_log, self.model, "retrain-failed", what, who=WHO, alias="trigger",
+            audit.record_event(self.workspace, self.model, "retrain-failed", what, who=WHO, alias="trigger",
                                evidence={"trigger": trigger.id, "failures": r.failures, "next_try": r.next_try})
         except Exception:  # noqa: BLE001 - the failure is in state.db; the audit line is for people
             pass
@@ -360,7 +360,7 @@ class Controller:
         self.say(f"[gate] {latency_note}")
         if not (result.gate_passed and latency_ok):
             self._tag(version, "loopml.rollout", "rejected")
-            audit.record_event(self.workspace.audit_log, self.model, "rollout-rejected",
+            audit.record_event(self.workspace, self.model, "rollout-rejected",
                                "gate failed: " + " | ".join(result.gate_reasons + [latency_note]), version=version,
                                previous=champion.version if champion else None, who=WHO)
             self.store.finish_trigger(trigger.id, "done", f"version {version} rejected by the gate")
@@ -482,7 +482,7 @@ class Controller:
 
     def _record(self, rollout: Rollout, action: str, decision) -> None:
         why = f"{decision.evidence.get('step')}: " + "; ".join(decision.reasons)
-        audit.record_event(self.workspace.audit_log, self.model, action, why, version=rollout.challenger,
+        audit.record_event(self.workspace, self.model, action, why, version=rollout.challenger,
                            previous=rollout.champion, who=WHO, evidence=decision.evidence)
         self._tag(rollout.challenger, f"loopml.rollout.{rollout.id}.step{rollout.step + 1}",
                   f"{decision.action}: {why}"[:4900])

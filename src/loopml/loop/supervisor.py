@@ -172,7 +172,7 @@ class Supervisor:
     # -- records ----------------------------------------------------------------------------
     def _audit(self, action: str, why: str, evidence: dict) -> None:
         try:
-            audit.record_event(self.server.workspace.audit_log, self.model, action, why, who=WHO,
+            audit.record_event(self.server.workspace, self.model, action, why, who=WHO,
                                evidence=evidence, alias="server")
         except Exception:  # noqa: BLE001 - the audit log may be what failed; state.db has it too
             pass

@@ -632,7 +632,7 @@ class Registry:
         client.set_model_version_tag(name, target.version, f"loopml.{alias}_since", f"{change.ts:.3f}")
         client.set_model_version_tag(name, target.version, f"loopml.{alias}_by", change.who)
         client.set_model_version_tag(name, target.version, f"loopml.{alias}_why", why[:4000])
-        audit.append(self.workspace.audit_log, change)
+        audit.append(self.workspace, change)
         return change
 
     def ensure_alias(self, name: str, alias: str, version: str, why: str) -> None:
@@ -642,9 +642,9 @@ class Registry:
         if current is None or current.version != str(version):
             self.set_alias(name, alias, str(version), why)
             return
-        recorded = [c for c in audit.read(self.workspace.audit_log, name) if c.alias == alias]
+        recorded = [c for c in audit.read(self.workspace, name) if c.alias == alias]
         if not recorded or recorded[-1].version != str(version):
-            audit.append(self.workspace.audit_log, audit.AliasChange(
+            audit.append(self.workspace, audit.AliasChange(
                 ts=audit.now(), model=name, alias=alias, version=str(version),
                 previous=recorded[-1].version if recorded else None, who=audit.current_user(),
                 why=why + " (recorded on resume after a crash)", action="set"))
@@ -660,7 +660,7 @@ class Registry:
         """Point ``champion`` back at the version that held it before the current one, and block
         the version rolled back from until it is promoted by hand."""
         current = self.resolve(name, CHAMPION)
-        history = [c for c in audit.read(self.workspace.audit_log, name) if c.alias == CHAMPION]
+        history = [c for c in audit.read(self.workspace, name) if c.alias == CHAMPION]
         seen_current = False
         for change in reversed(history):
             if not seen_current:
@@ -676,15 +676,15 @@ class Registry:
         """Keep ``version`` from being rolled out again automatically (tag ``loopml.blocked``),
         audited; only :meth:`promote` (by hand) or :meth:`unblock` lifts it."""
         self.client.set_model_version_tag(name, str(version), BLOCKED_TAG, why[:4000] or "blocked")
-        audit.record_event(self.workspace.audit_log, name, "block", why, version=str(version), alias="blocked")
+        audit.record_event(self.workspace, name, "block", why, version=str(version), alias="blocked")
 
     def unblock(self, name: str, version: str) -> None:
         self.client.delete_model_version_tag(name, str(version), BLOCKED_TAG)
-        audit.record_event(self.workspace.audit_log, name, "unblock", "promoted by hand", version=str(version),
+        audit.record_event(self.workspace, name, "unblock", "promoted by hand", version=str(version),
                            alias="blocked")
 
     def history(self, name: str) -> list[audit.AliasChange]:
-        return audit.read(self.workspace.audit_log, name)
+        return audit.read(self.workspace, name)
 
 
 def _example_rows(local: str) -> Any:

@@ -12,7 +12,7 @@ from sqlalchemy import Column, Float, Index, Integer, MetaData, Table, Text, sel
 
 from loopml.errors import StateStoreUnavailable
 
-VERSION = 1
+VERSION = 2  # 1: state, alerts, policies, holders; 2: + audit
 ACTIVE = ("running", "paused", "promoting", "rolling_back")
 
 metadata = MetaData()
@@ -108,6 +108,23 @@ holders = Table(
     Column("name", Text, primary_key=True),
     Column("info", Text, nullable=False),
 )
+
+
+# the audit log's record of truth (``<home>/audit.jsonl`` stays, as this machine's export)
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("alias", Text, nullable=False),
+    Column("version", Text), Column("previous", Text),
+    Column("who", Text, nullable=False),
+    Column("why", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("evidence", Text),  # JSON
+    sqlite_autoincrement=True,
+)
+Index("audit_by_model", audit.c.model, audit.c.id)
 
 
 def migrate(con) -> int:
