@@ -7,7 +7,8 @@ starts ``loopml serve`` on it (from ``--src``, default this checkout: pass a git
 an older commit to measure that), then:
 
 1. capacity: wrk (2 threads) at 4..512 connections, 3 s each; capacity = the fewest
-   connections reaching 90% of the best throughput;
+   connections reaching 90% of the best throughput of 200s (503s do not count: a server that
+   sheds answers more requests per second the more connections it refuses);
 2. load at 1x, 2x and 4x that many connections for ``--duration`` seconds each, from a small
    asyncio load generator (uvloop, one keep-alive connection per client, closed loop like
    wrk, no back-off on 503: the worst case). wrk cannot tell the latency of a 200 from that
@@ -15,7 +16,14 @@ an older commit to measure that), then:
    per connection); the generator times every answer by status. The first second of each
    burst (connection set-up) is not counted;
 3. right after each burst (the generator has dropped its connections mid-request, as wrk
-   does, leaving their queued requests behind) one fresh request on a new connection, timed.
+   does, leaving their queued requests behind) one fresh request on a new connection, timed;
+4. open loop: requests sent at a fixed rate, 1x and 2x the 200s per second of the 1x burst,
+   each on a free keep-alive connection (a new one when none is free), timed from the moment
+   it was due (no coordinated omission). Why both: with N closed-loop clients that never back
+   off, Little's law makes the mean answer time N / (answers per second), so at 2x
+   connections the 503s wait behind the other clients' requests however cheap a 503 is (1,000
+   clients at 4,000 answers/s: 250 ms). At a fixed arrival rate the server is not flooded by
+   its own fast answers, and a 503's time is its own cost plus whatever blocks the event loop.
 
 Prints, per load: requests/s answered, the 503 share, p99 of the 200s and its ratio to 1x,
 p50/p99 of the 503s, and the fresh request. Every process started here is stopped by its
@@ -184,6 +192,61 @@ def load(port: int, req: bytes, connections: int, seconds: float, warmup: float 
     return by_status
 
 
+def open_loop(port: int, req: bytes, rate: float, seconds: float, warmup: float = 1.0,
+              max_connections: int = 4096) -> dict[int, list[float]]:
+    """Requests at ``rate`` per second for ``seconds``; latencies (ms, from the moment each was
+    due) of those due after ``warmup``, by status (0: connection error or no connection free)."""
+    by_status: dict[int, list[float]] = {}
+    idle: list = []
+    opened = [0]
+
+    async def one(due: float, counted: bool):
+        conn = idle.pop() if idle else None
+        try:
+            if conn is None:
+                if opened[0] >= max_connections:
+                    raise OSError("no connection free")
+                opened[0] += 1
+                conn = await asyncio.open_connection("127.0.0.1", port)
+            status = await _exchange(conn[0], conn[1], req)
+            idle.append(conn)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+            status = 0
+            if conn is not None:
+                conn[1].close()
+                opened[0] -= 1
+        if counted:
+            by_status.setdefault(status, []).append((time.monotonic() - due) * 1000)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        tasks = set()
+        n = int(rate * seconds)
+        for i in range(n):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t = loop.create_task(one(due, due - start >= warmup))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+        await asyncio.sleep(0.5)  # answers still on their way count; the rest is dropped, as in a burst
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _, w in idle:
+            w.close()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return by_status
+
+
 WRK_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = {body}
@@ -203,7 +266,8 @@ def wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
         raise RuntimeError(f"cannot parse wrk output:\n{out.stdout}\n{out.stderr}")
     n, non2xx, sock_errors, timeouts, micros, p99 = line.split()[1:]
     n, micros = int(n), int(micros)
-    return {"rps": n / (micros / 1e6), "requests": n, "non2xx": int(non2xx), "socket_errors": int(sock_errors),
+    return {"rps": n / (micros / 1e6), "ok_rps": (n - int(non2xx)) / (micros / 1e6), "requests": n,
+            "non2xx": int(non2xx), "socket_errors": int(sock_errors),
             "timeouts": int(timeouts), "p99_ms": float(p99) / 1000}
 
 
@@ -217,7 +281,7 @@ def pct(values: list[float], q: float) -> float:
 def capacity(port: int, script: Path) -> tuple[int, list[tuple[int, float]]]:
     curve = []
     for c in (4, 8, 16, 32, 64, 128, 256, 512):
-        curve.append((c, wrk(port, script, c, 3)["rps"]))
+        curve.append((c, wrk(port, script, c, 3)["ok_rps"]))
     best = max(r for _, r in curve)
     knee = next(c for c, r in curve if r >= 0.9 * best)
     return knee, curve
@@ -229,6 +293,16 @@ def burst(port: int, req: bytes, connections: int, seconds: int) -> dict:
     ok, shed = by_status.get(200, []), by_status.get(503, [])
     n = sum(len(v) for v in by_status.values())
     return {"rps": n / (seconds - 1.0), "requests": n, "statuses": {k: len(v) for k, v in by_status.items()},
+            "p99_200": pct(ok, 0.99), "p50_200": pct(ok, 0.5), "p50_503": pct(shed, 0.5), "p99_503": pct(shed, 0.99),
+            "share_503": len(shed) / max(n, 1), "fresh_status": status, "fresh_ms": fresh_ms}
+
+
+def paced(port: int, req: bytes, rate: float, seconds: int) -> dict:
+    by_status = open_loop(port, req, rate, seconds)
+    status, fresh_ms = one_request(port, req)
+    ok, shed = by_status.get(200, []), by_status.get(503, [])
+    n = sum(len(v) for v in by_status.values())
+    return {"rate": rate, "requests": n, "statuses": {k: len(v) for k, v in by_status.items()},
             "p99_200": pct(ok, 0.99), "p50_200": pct(ok, 0.5), "p50_503": pct(shed, 0.5), "p99_503": pct(shed, 0.99),
             "share_503": len(shed) / max(n, 1), "fresh_status": status, "fresh_ms": fresh_ms}
 
@@ -268,12 +342,15 @@ def main() -> None:
                                 text=True).stdout.strip()
         print(f"# overload: loopml serve from {src} ({commit}), model '{NAME}' (loopml new), "
               f"POST /invocations one row; extra args {args.serve_arg or 'none'}; {os.cpu_count()} cores")
+        for line in log.read_text().splitlines():  # its runtime and where it predicts (newer servers)
+            if line.startswith(f"loopml serve: {NAME} version"):
+                print("#", line)
         wrk(port, script, 16, 2)  # warm-up
         if args.connections:
             knee, curve = args.connections, []
         else:
             knee, curve = capacity(port, script)
-            print("capacity curve (connections: req/s): " + ", ".join(f"{c}: {r:,.0f}" for c, r in curve))
+            print("capacity curve (connections: 200s/s): " + ", ".join(f"{c}: {r:,.0f}" for c, r in curve))
         print(f"capacity: {knee} connections")
         rows = []
         for mult in (1, 2, 4):
@@ -292,9 +369,27 @@ def main() -> None:
             print(f"| {r['mult']}x | {r['connections']} | {r['rps']:,.0f} | {ok_rate:,.0f} | {r['share_503']:.1%} "
                   f"| {r['p50_200']:.1f} / {r['p99_200']:.1f} ms | {r['p99_200'] / base:.2f}x "
                   f"| {r['p50_503']:.2f} / {r['p99_503']:.2f} ms | {r['fresh_ms']:.1f} ms ({r['fresh_status']}) |")
+        capacity_rps = rows[0]["statuses"].get(200, 0) / (args.duration - 1.0)
+        paced_rows = []
+        for mult in (1, 2):
+            settle(port, req)
+            r = paced(port, req, mult * capacity_rps, args.duration)
+            r.update(mult=mult)
+            paced_rows.append(r)
+            print(json.dumps(r))
+        print(f"\nopen loop: requests at a fixed rate, 1x = {capacity_rps:,.0f}/s (the 200s/s of the 1x burst); "
+              "latency from the moment each request was due")
+        print("| load | rate/s | 200s/s | 503 share | errors | p50 / p99 of 200s | p50 / p99 of 503s | fresh request after |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in paced_rows:
+            ok_rate = r["statuses"].get(200, 0) / (args.duration - 1.0)
+            print(f"| {r['mult']}x | {r['rate']:,.0f} | {ok_rate:,.0f} | {r['share_503']:.1%} | {r['statuses'].get(0, 0)} "
+                  f"| {r['p50_200']:.1f} / {r['p99_200']:.1f} ms | {r['p50_503']:.2f} / {r['p99_503']:.2f} ms "
+                  f"| {r['fresh_ms']:.1f} ms ({r['fresh_status']}) |")
         print("\ngoal at 2x: p99 of 200s within 3x of 1x, 503s under 5 ms, fresh request under 100 ms")
         if args.json:
-            args.json.write_text(json.dumps({"capacity": knee, "curve": curve, "rows": rows}, indent=2))
+            args.json.write_text(json.dumps({"capacity": knee, "curve": curve, "rows": rows, "open_loop": paced_rows},
+                                            indent=2))
     finally:
         stop(server)
         shutil.rmtree(tmp, ignore_errors=True)

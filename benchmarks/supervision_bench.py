@@ -1,6 +1,6 @@
 """Crash benchmark: SIGKILL the server `loopml up` runs, and the master of `loopml serve --workers 2`.
 
-    python benchmarks/supervision_bench.py [--window 20] [--kills 3]
+    python benchmarks/supervision_bench.py [--window 20] [--kills 3] [--scenarios kill,workers,hang]
 
 Trains the example project's model in a temporary workspace, then, from one run:
 
@@ -13,7 +13,11 @@ Trains the example project's model in a temporary workspace, then, from one run:
 3. anchor: plain ``uvicorn --workers 2`` (what `loopml serve --workers 2` ran before): SIGKILL
    the master; does the port come free within ``--window`` s?
 4. ours: `loopml serve --workers 2`: SIGKILL the master; seconds until the port is free, and
-   until a new server on that port is ready.
+   until a new server on that port is ready;
+5. a hung server (SIGSTOP: alive, port held, answering nothing), watched by the supervisor
+   ``loopml up`` runs: anchor = without the liveness probe (``probe_failures=0``, only a dead
+   process was restarted before), ours = its defaults; failed probes and seconds until it
+   answers again.
 
 Every server binds 127.0.0.1; every process the script starts is stopped by its pid.
 """
@@ -194,40 +198,105 @@ def _ready(port: int) -> bool:
         return False
 
 
+def hung(home: Path, window: float, probe_failures: int | None) -> dict:
+    """SIGSTOP a supervised server; ``probe_failures`` 0 = the supervisor without its liveness
+    probe (the anchor), None = the supervisor's defaults."""
+    from loopml.config import Workspace
+    from loopml.loop.server_process import ServerProcess
+    from loopml.loop.supervisor import Supervisor
+
+    said: list[tuple[float, str]] = []
+    server = ServerProcess(Workspace(home), ["fraud@champion"]).start(timeout=180)
+    kw = {} if probe_failures is None else {"probe_failures": probe_failures}
+    sup = Supervisor(server, "fraud", say=lambda m: said.append((time.monotonic(), m)), **kw).start()
+    pid = server.pid
+    try:
+        with Prober(f"{server.url}/v2/health/live") as probe:
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            if probe_failures == 0:
+                time.sleep(window)
+            else:
+                wait(lambda: sup.restarts >= 1 and probe.back_at(t0) is not None, 240)
+        back = probe.back_at(t0)
+        killed = next((t for t, m in said if "killing it" in m), None)
+        return {"failed": probe.failed_between(t0, back or t0 + window), "back_s": None if back is None else back - t0,
+                "killed_s": None if killed is None else killed - t0, "probe": [sup.probe_every_s, sup.probe_timeout_s,
+                                                                               sup.probe_failures]}
+    finally:
+        sup.stop()
+        try:
+            os.kill(pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
+        except ProcessLookupError:
+            pass
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--window", type=float, default=20.0, help="seconds observed after each kill (anchor)")
     ap.add_argument("--kills", type=int, default=3, help="SIGKILLs in a row of the supervised server")
+    ap.add_argument("--scenarios", default="kill,workers,hang", help="which to run (comma-separated)")
     args = ap.parse_args()
+    which = set(args.scenarios.split(","))
     from loopml.loop.server_process import ServerProcess, free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         print("training the example model ...", flush=True)
         proj, home = setup(root)
-        before = unsupervised(home, args.window)
-        after = supervised(proj, home, args.window, args.kills)
-        (root / "plain.py").write_text(PLAIN_APP)
-        env = {**os.environ, "PYTHONPATH": str(SRC)}
-        p1, p2 = free_port(), free_port()
-        plain = kill_master([sys.executable, "-m", "uvicorn", "plain:app", "--workers", "2", "--port", str(p1)],
-                            p1, args.window, root, env)
-        ours = kill_master([sys.executable, "-m", "loopml.cli.main", "serve", "-m", "fraud@champion", "--workers", "2",
-                            "--port", str(p2), "--home", str(home)], p2, args.window, root, env)
-        t0 = time.monotonic()
-        from loopml.config import Workspace
+        if "kill" in which:
+            before = unsupervised(home, args.window)
+            after = supervised(proj, home, args.window, args.kills)
+        if "workers" in which:
+            (root / "plain.py").write_text(PLAIN_APP)
+            env = {**os.environ, "PYTHONPATH": str(SRC)}
+            p1, p2 = free_port(), free_port()
+            plain = kill_master([sys.executable, "-m", "uvicorn", "plain:app", "--workers", "2", "--port", str(p1)],
+                                p1, args.window, root, env)
+            ours = kill_master([sys.executable, "-m", "loopml.cli.main", "serve", "-m", "fraud@champion", "--workers",
+                                "2", "--port", str(p2), "--home", str(home)], p2, args.window, root, env)
+            t0 = time.monotonic()
+            from loopml.config import Workspace
 
-        again = ServerProcess(Workspace(home), ["fraud@champion"], port=p2).start(timeout=180) if ours["port_free_s"] else None
-        ready_s = time.monotonic() - t0 if again else None
-        if again:
-            again.stop()
+            again = (ServerProcess(Workspace(home), ["fraud@champion"], port=p2).start(timeout=180)
+                     if ours["port_free_s"] else None)
+            ready_s = time.monotonic() - t0 if again else None
+            if again:
+                again.stop()
+        if "hang" in which:
+            hang_before = hung(home, args.window, 0)
+            hang_after = hung(home, args.window, None)
 
+    if "kill" in which:
+        report_kill(before, after, args.window)
+    if "workers" in which:
+        report_workers(plain, ours, ready_s, args.window)
+    if "hang" in which:
+        print("\nSIGSTOP of the server (alive, port held, no answers; probes every 20 ms, 1 s timeout)")
+        print(f"  anchor, supervisor without liveness probe (before): {hang_before['failed']} failed probes in "
+              f"{args.window:.0f} s; " + (f"back after {hang_before['back_s']:.1f} s" if hang_before["back_s"]
+                                         else "never came back"))
+        every, timeout, failures = hang_after["probe"]
+        print(f"  ours, liveness probe every {every:g} s, {timeout:g} s timeout, {failures} failures in a row: "
+              + (f"killed after {hang_after['killed_s']:.1f} s, " if hang_after["killed_s"] else "")
+              + (f"answering again after {hang_after['back_s']:.1f} s" if hang_after["back_s"] else "not back")
+              + f" ({hang_after['failed']} failed probes)")
+
+
+def report_kill(before: dict, after: list[dict], window: float) -> None:
+    args = argparse.Namespace(window=window)
     print("\nSIGKILL of the server loopml up runs (probes every 20 ms on fresh connections)")
     print(f"  anchor, unsupervised (before): {before['refused']} refused probes in {args.window:.0f} s; "
           + ("back after %.1f s" % before["back_s"] if before["back_s"] else "never came back"))
     for i, a in enumerate(after, 1):
         print(f"  ours, supervised, kill {i} in a row: {a['refused']} refused probes; answering again after "
               + (f"{a['back_s']:.1f} s" if a["back_s"] else "-- (not back)"))
+
+
+def report_workers(plain: dict, ours: dict, ready_s: float | None, window: float) -> None:
+    args = argparse.Namespace(window=window)
     print("\nSIGKILL of the master of --workers 2")
     print(f"  anchor, plain uvicorn --workers 2 (before): port "
           + (f"free after {plain['port_free_s']:.1f} s" if plain["port_free_s"] else f"still held after {args.window:.0f} s"))
