@@ -66,7 +66,11 @@ class Alertmanager:
             self.port = free_port()
         (self.root / "alertmanager.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
         self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
-        wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
+        try:
+            wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
+        except BaseException:
+            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
+            raise
         return self
 
     def stop(self) -> None:

@@ -51,7 +51,11 @@ class MlflowServer:
         if self.port is None:
             self.port = free_port()
         self.pid = spawn(self.argv(), self.log, env=clean_env(self.env), cwd=self.root)
-        wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
+        try:
+            wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
+        except BaseException:
+            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
+            raise
         return self
 
     def stop(self) -> None:

@@ -97,10 +97,14 @@ class PostgresServer:
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k '{sockets}'"
         out = self._run(["pg_ctl", "-D", str(cluster / "data"), "-l", str(cluster / "server.log"),
                          "-o", opts, "-w", "-t", str(int(timeout)), "start"], check=False)
-        if out.returncode != 0:
-            raise PlatformComponentFailed(self.component, "did not start",
-                                          (out.stdout or "") + (out.stderr or "") + log_tail(self.log))
-        wait_until(self.component, self.healthy, pid=None, log=self.log, timeout=timeout)
+        try:
+            if out.returncode != 0:
+                raise PlatformComponentFailed(self.component, "did not start",
+                                              (out.stdout or "") + (out.stderr or "") + log_tail(self.log))
+            wait_until(self.component, self.healthy, pid=None, log=self.log, timeout=timeout)
+        except BaseException:
+            self.stop()  # pg_ctl may have left a postmaster behind on a timeout
+            raise
         self.pid = self.read_pid()
         return self
 

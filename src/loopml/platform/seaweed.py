@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from loopml.errors import PlatformToolMissing
+from loopml.errors import PlatformComponentFailed, PlatformToolMissing
 from loopml.platform.base import (clean_env, free_port, http_ok, new_secret, spawn, stop_pid, wait_until,
                                   write_private)
 
@@ -89,7 +89,11 @@ class SeaweedS3:
         for name in PORT_NAMES:
             self.ports.setdefault(name, free_port())
         self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
-        wait_until(self.component, self._bucket_ready, pid=self.pid, log=self.log, timeout=timeout)
+        try:
+            wait_until(self.component, self._bucket_ready, pid=self.pid, log=self.log, timeout=timeout)
+        except BaseException:
+            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
+            raise
         return self
 
     def stop(self) -> None:
@@ -115,7 +119,11 @@ class SeaweedS3:
         try:
             self.client().head_bucket(Bucket=self.bucket)
             return True
-        except (ClientError, BotoCoreError):
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidBucketName":  # waiting will not help
+                raise PlatformComponentFailed(self.component, f"refused bucket name '{self.bucket}'") from None
+            return False
+        except BotoCoreError:
             return False
 
     def _bucket_ready(self) -> bool:
@@ -132,5 +140,9 @@ class SeaweedS3:
             s3.put_object(Bucket=self.bucket, Key=".loopml-probe", Body=b"ok")  # a volume takes writes
             s3.delete_object(Bucket=self.bucket, Key=".loopml-probe")
             return True
-        except (ClientError, BotoCoreError):
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidBucketName":  # waiting will not help
+                raise PlatformComponentFailed(self.component, f"refused bucket name '{self.bucket}'") from None
+            return False
+        except BotoCoreError:
             return False
