@@ -48,7 +48,7 @@ class Fleet:
         self.metrics = metrics
         self.endpoints: dict[str, Endpoint] = {}
         self.recorders: dict[str, PredictionRecorder] = {}
-        self.policy_files = PolicyFiles(workspace.home)
+        self.policy_files = PolicyFiles(workspace.home, workspace.state_uri)  # a table on PostgreSQL (#11)
         self._poll_task: asyncio.Task | None = None
         self._retiring: set[asyncio.Task] = set()
         self.started = False

@@ -6,6 +6,11 @@ old file or the new one, never half of one) and every worker's poll loop re-read
 file when its ``(mtime, inode)`` changed, so all of them apply the same policy within one
 ``poll_interval_s``. The file also survives a restart: a server starting on the workspace
 applies the last policy set for each endpoint it serves.
+
+With a PostgreSQL state store (``LOOPML_STATE_URI``) the replicas run on several machines
+and share no folder, so the policies live in the store's ``policies`` table instead: a save
+bumps the row's ``version`` in the same transaction, and every replica's poll compares one
+integer per model, so all of them apply the same policy within one poll interval.
 """
 
 from __future__ import annotations
@@ -54,14 +59,20 @@ def load_policy(path: Path) -> TrafficPolicy | None:
 
 
 class PolicyFiles:
-    """Remembers the signature of each model's policy file; :meth:`changed` returns the
-    policies whose file changed since the last look (first look: any existing file)."""
+    """Remembers the signature of each model's policy file (or its row's version on a
+    PostgreSQL store); :meth:`changed` returns the policies that changed since the last look
+    (first look: any existing one). The constructor does no I/O."""
 
-    def __init__(self, home: str | os.PathLike) -> None:
+    def __init__(self, home: str | os.PathLike, state_uri: str | None = None) -> None:
+        from loopml.store.base import scheme_of
+
         self.home = Path(home)
-        self._seen: dict[str, tuple[int, int] | None] = {}
+        self.uri = state_uri if state_uri and scheme_of(state_uri) == "postgresql" else None
+        self._seen: dict[str, tuple[int, int] | int | None] = {}
 
     def changed(self, models: list[str]) -> dict[str, TrafficPolicy]:
+        if self.uri is not None:
+            return self._changed_rows(models)
         out = {}
         for model in models:
             path = policy_path(self.home, model)
@@ -76,9 +87,57 @@ class PolicyFiles:
         return out
 
     def save(self, model: str, policy: TrafficPolicy) -> None:
-        """Persist ``policy`` and remember the file as seen (this process applies it itself)."""
+        """Persist ``policy`` and remember it as seen (this process applies it itself)."""
+        if self.uri is not None:
+            self._seen[model] = save_policy_row(self.uri, model, policy)
+            return
         path = save_policy(self.home, model, policy)
         self._seen[model] = file_signature(path)
+
+    def _changed_rows(self, models: list[str]) -> dict[str, TrafficPolicy]:
+        out = {}
+        for model, (version, text) in policy_rows(self.uri, models).items():  # type: ignore[arg-type]
+            if self._seen.get(model) == version:
+                continue
+            self._seen[model] = version
+            try:
+                out[model] = parse_policy(json.loads(text))
+            except (ValueError, InvalidTrafficPolicy) as e:
+                log.warning("ignoring traffic policy of %s (version %s) in the state store: %s", model, version, e)
+        return out
+
+
+def save_policy_row(uri: str, model: str, policy: TrafficPolicy) -> int:
+    """Store ``policy`` for ``model`` in the state store's ``policies`` table; its new version."""
+    import time
+
+    from sqlalchemy import select
+
+    from loopml.store import open_store
+    from loopml.store.schema import policies
+    from loopml.store.upsert import upsert
+
+    text = json.dumps(policy.to_dict(), sort_keys=True)
+
+    def go(con) -> int:
+        current = con.execute(select(policies.c.version).where(policies.c.model == model).with_for_update()).scalar()
+        version = (current or 0) + 1
+        upsert(con, policies, {"model": model}, {"policy": text, "version": version, "updated": time.time()})
+        return version
+    return open_store(uri).run(go)
+
+
+def policy_rows(uri: str, models: list[str]) -> dict[str, tuple[int, str]]:
+    """{model: (version, policy JSON)} of the models that have a stored policy (one query)."""
+    from sqlalchemy import select
+
+    from loopml.store import open_store
+    from loopml.store.schema import policies
+
+    if not models:
+        return {}
+    q = select(policies.c.model, policies.c.version, policies.c.policy).where(policies.c.model.in_(models))
+    return {r.model: (r.version, r.policy) for r in open_store(uri).run(lambda con: con.execute(q).all())}
 
 
 class SharedEndpoints:
