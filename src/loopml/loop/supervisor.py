@@ -18,7 +18,7 @@ found by a liveness probe: ``GET /v2/health/live`` every ``probe_every_s`` with 
 ``probe_timeout_s`` timeout. Any HTTP answer counts as alive (a 503 from an overloaded server
 too); ``probe_failures`` failed probes in a row and the server is SIGKILLed (with its workers)
 and restarted like a dead one, same backoff, audited with the reason "unresponsive". The
-defaults (every 2 s, 2 s timeout, 3 in a row: killed after 6-12 s without an answer) follow
+defaults (every 2 s, 2 s timeout, 3 in a row: killed 6-8 s after its last answer) follow
 Kubernetes' liveness probe (1 s timeout, 3 failures) with a longer timeout: the probe is
 answered by the event loop, which a model loading in a thread leaves free, but a loaded
 2-core machine can delay it; 0 failures turns the probe off.
@@ -123,8 +123,8 @@ class Supervisor:
         ``probe_failures`` in a row failed, else None."""
         if self.probe_failures <= 0 or (self.next_probe is not None and now < self.next_probe):
             return None
+        self.next_probe = now + self.probe_every_s  # from the probe's start: a timeout is not added to the period
         ok = self.server.responsive(self.probe_timeout_s)
-        self.next_probe = self.clock() + self.probe_every_s
         if ok:
             self.failed_probes = 0
             return None
