@@ -92,3 +92,58 @@ def test_raw_booster_is_refused_with_the_reason_and_stays_native(ws_models):
     assert not result.adopted and "raw Booster" in result.reason
     assert ref.tags[RUNTIME_TAG] == "native" and "raw Booster" in ref.tags[ONNX_REFUSED_TAG]
     assert ModelRuntime(reg, ref, predict_in_thread=False).load().runtime_name == "lightgbm"
+
+
+def _fresh_net_version(ws, X):
+    return register_saved(ws, "qnet", save_with("mlflow.pytorch", mlp(k=8, out=1, seed=3, hidden=256), X[:4], "torch",
+                                                serialization_format="pt2"))
+
+
+def test_int8_is_adopted_within_tolerance_and_served(ws_models):
+    ws, X, _, _ = ws_models
+    reg = Registry(ws)
+    ref = reg.resolve("qnet", _fresh_net_version(ws, X))
+    result = optimize_version(reg, ref, quantize=True, quantize_tolerance=1.0)
+    q = result.report["quantization"]
+    assert result.adopted and q["adopted"], result.reason
+    assert q["int8_bytes"] < q["fp32_bytes"] and q["metric"] == "rmse" and "probe set" in q["evaluated_on"]
+    ref = reg.resolve("qnet", ref.version)
+    assert ref.tags["loopml.onnx_precision"] == "int8"
+    served = ModelRuntime(reg, ref, predict_in_thread=False).load()
+    native = ModelRuntime(reg, ref.__class__(**{**ref.__dict__, "tags": {}}), predict_in_thread=False).load()
+    assert served.runtime_name == "onnx" and native.runtime_name == "torch"
+    rows = Rows({"input-0": X[:50]}, 50)
+    diff = np.abs(served.predict_sync(rows).predict - native.predict_sync(rows).predict)
+    assert 0 < diff.max() < 1.0  # quantized: close, not equal
+
+
+def test_int8_beyond_tolerance_is_refused_and_fp32_onnx_kept(ws_models):
+    ws, X, _, _ = ws_models
+    reg = Registry(ws)
+    ref = reg.resolve("qnet", _fresh_net_version(ws, X))
+    result = optimize_version(reg, ref, quantize=True, quantize_tolerance=1e-12)
+    q = result.report["quantization"]
+    assert result.adopted and not q["adopted"] and "INT8 refused: rmse" in q["reason"] and "tolerance 1e-12" in q["reason"]
+    assert reg.resolve("qnet", ref.version).tags["loopml.onnx_precision"] == "fp32"
+    assert "model.fp32.onnx" not in result.report["files"]
+
+
+def test_int8_gate_uses_the_holdout_and_its_metric_when_given(ws_models):
+    ws, _, versions, frame = ws_models
+    reg = Registry(ws)
+    ref = reg.resolve(*versions["tabular"])
+    y = np.where(frame["a"] > 0, "yes", "no")
+    result = optimize_version(reg, ref, quantize=True, quantize_tolerance=0.5, holdout=(frame, y), metric="accuracy")
+    assert result.adopted, result.reason
+    q = result.report["quantization"]
+    assert q["metric"] == "accuracy" and q["evaluated_on"] == "holdout (200 rows with labels)"
+    assert 0.0 <= q["fp32_metric"] <= 1.0 and q["adopted"]
+    reg.delete_version_tag(ref, "loopml.onnx_precision")
+
+
+def test_tree_models_have_nothing_to_quantize(ws_models):
+    ws, _, versions, _ = ws_models
+    reg = Registry(ws)
+    result = optimize_version(reg, reg.resolve(*versions["xgb_clf"]), quantize=True)
+    assert result.adopted and not result.report["quantization"]["adopted"]
+    assert "nothing in this graph quantizes" in result.reason

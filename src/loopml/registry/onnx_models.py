@@ -128,6 +128,11 @@ def convert_tabular_torch(tab: Any, inputs: list[dict]) -> Any:
     pre.graph.output.append(helper.make_tensor_value_info("features_f", TensorProto.FLOAT, [None, width]))
     pre.ir_version = net.ir_version = min(pre.ir_version, net.ir_version)
     merged = onnx.compose.merge_models(pre, net, io_map=[("features_f", "features")], outputs=["output"])
+    versions: dict[str, int] = {}
+    for imp in merged.opset_import:  # merge_models may list the default domain twice
+        versions[imp.domain] = max(versions.get(imp.domain, 0), imp.version)
+    del merged.opset_import[:]
+    merged.opset_import.extend(helper.make_opsetid(d, v) for d, v in versions.items())
     g = merged.graph
     g.node.append(helper.make_node("Cast", ["output"], ["logits_d"], to=TensorProto.DOUBLE))
     del g.output[:]

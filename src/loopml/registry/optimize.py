@@ -23,6 +23,8 @@ import numpy as np
 from loopml.registry.onnx_converters import MISSING_STRING  # what a missing string is fed to ONNX as
 from loopml.serve.runtimes.base import ONNX_ARTIFACT_PATH, ONNX_FILE, ONNX_REFUSED_TAG, RUNTIME_TAG
 
+PRECISION_TAG = "loopml.onnx_precision"  # "fp32", or "int8" when quantization was adopted
+
 TOLERANCE = 1e-5
 PROBE_ROWS = 512
 # Above this size ONNX keeps tensors in model.onnx.data (protobuf files stop at 2 GB).
@@ -48,16 +50,23 @@ class Refused(Exception):
 
 
 def optimize_version(registry: Any, ref: Any, *, probe_rows: int = PROBE_ROWS,
-                     external_data_bytes: int = EXTERNAL_DATA_BYTES) -> OptimizeResult:
+                     external_data_bytes: int = EXTERNAL_DATA_BYTES, quantize: bool = False,
+                     quantize_tolerance: float = 0.01, holdout: tuple[Any, Any] | None = None,
+                     metric: str | None = None) -> OptimizeResult:
     """Convert ``ref`` to ONNX, log it and its parity report, and adopt it only on parity.
 
-    Errors of the registry itself (unavailable, unsafe file) propagate; everything about the
-    model (flavor, conversion, parity) ends in a refusal with the reason, tagged on the version."""
+    ``quantize``: then try dynamic INT8 (:mod:`loopml.registry.quantize`), kept only when
+    ``metric`` (the task's default primary metric when None) moves by at most
+    ``quantize_tolerance`` on ``holdout`` (X, y), else on the probe set; a refused INT8 keeps
+    the FP32 ONNX model and the report says why. Errors of the registry itself (unavailable,
+    unsafe file) propagate; everything about the model (flavor, conversion, parity) ends in a
+    refusal with the reason, tagged on the version."""
     from loopml.errors import RegistryUnavailable, UnsafeModelFormat
 
     report: dict[str, Any] = {"tolerance": TOLERANCE}
+    quant = {"tolerance": quantize_tolerance, "holdout": holdout, "metric": metric} if quantize else None
     try:
-        adopted_reason = _convert_and_compare(registry, ref, report, probe_rows, external_data_bytes)
+        adopted_reason = _convert_and_compare(registry, ref, report, probe_rows, external_data_bytes, quant)
         adopted = True
     except (RegistryUnavailable, UnsafeModelFormat):
         raise
@@ -72,21 +81,22 @@ def optimize_version(registry: Any, ref: Any, *, probe_rows: int = PROBE_ROWS,
                 json.dump(report, f, indent=2, default=str)
             registry.log_run_artifacts(ref, tmp, ONNX_ARTIFACT_PATH)
     if adopted:
-        registry.set_version_tags(ref, {RUNTIME_TAG: "onnx"})
+        precision = "int8" if (report.get("quantization") or {}).get("adopted") else "fp32"
+        registry.set_version_tags(ref, {RUNTIME_TAG: "onnx", PRECISION_TAG: precision})
         registry.delete_version_tag(ref, ONNX_REFUSED_TAG)
     else:
         registry.set_version_tags(ref, {RUNTIME_TAG: "native", ONNX_REFUSED_TAG: adopted_reason})
     return OptimizeResult(ref.name, str(ref.version), adopted, adopted_reason, report)
 
 
-def optimize_quietly(registry: Any, ref: Any, on_step: Any = None) -> OptimizeResult | None:
+def optimize_quietly(registry: Any, ref: Any, on_step: Any = None, **options: Any) -> OptimizeResult | None:
     """:func:`optimize_version` for ``loopml run`` (``serving.onnx: auto``): reports through
     ``on_step`` and never raises. A version it could not optimize simply stays native (None)."""
     import time
 
     t0 = time.perf_counter()
     try:
-        result = optimize_version(registry, ref)
+        result = optimize_version(registry, ref, **options)
     except Exception as e:  # noqa: BLE001 - a registry hiccup here must not fail the run
         if on_step is not None:
             on_step("register", f"ONNX not tried ({type(e).__name__}: {' '.join(str(e).split())[:200]}); serving stays native")
@@ -97,7 +107,8 @@ def optimize_quietly(registry: Any, ref: Any, on_step: Any = None) -> OptimizeRe
     return result
 
 
-def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int, external_data_bytes: int) -> str:
+def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int, external_data_bytes: int,
+                         quant: dict | None = None) -> str:
     from loopml.serve.runtimes.onnx_runtime import OnnxModel, open_session
 
     model, proto, probe = _converted(registry, ref, probe_rows)
@@ -105,11 +116,24 @@ def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int,
     with tempfile.TemporaryDirectory(prefix="loopml-onnx-") as tmp:
         folder = os.path.join(tmp, ONNX_ARTIFACT_PATH)
         save(proto, folder, external_data_bytes)
-        report["files"] = sorted(os.listdir(folder))
         onnx_out = OnnxModel(open_session(os.path.join(folder, ONNX_FILE))).predict_outputs(probe)
-        registry.log_run_artifacts(ref, folder, ONNX_ARTIFACT_PATH)
-        report["logged"] = True
-    return compare(model, probe, onnx_out, report)
+        try:
+            reason = compare(model, probe, onnx_out, report)
+            if quant is not None:
+                from loopml.registry.quantize import try_quantize
+
+                try:
+                    ok, why, qreport = try_quantize(folder, model, probe, holdout=quant["holdout"],
+                                                    metric=quant["metric"], tolerance=quant["tolerance"])
+                except Exception as e:  # noqa: BLE001 - a quantizer failure keeps the FP32 model, with the reason
+                    ok, why, qreport = False, f"INT8 refused: quantization failed: {type(e).__name__}: {e}"[:300], {}
+                report["quantization"] = {**qreport, "adopted": ok, "reason": why}
+                reason = f"{reason}; {why}"
+            return reason
+        finally:  # logged whether adopted or not: the report points at what was compared
+            report["files"] = sorted(os.listdir(folder))
+            registry.log_run_artifacts(ref, folder, ONNX_ARTIFACT_PATH)
+            report["logged"] = True
 
 
 def _converted(registry: Any, ref: Any, probe_rows: int) -> tuple[Any, Any, Any]:

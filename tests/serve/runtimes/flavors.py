@@ -44,11 +44,11 @@ def tabular(n: int = 300, k: int = 8, seed: int = 0) -> tuple[np.ndarray, np.nda
     return X, y
 
 
-def mlp(k: int = 8, out: int = 3, seed: int = 0) -> Any:
+def mlp(k: int = 8, out: int = 3, seed: int = 0, hidden: int = 16) -> Any:
     import torch
 
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(k, 16), torch.nn.ReLU(), torch.nn.Linear(16, out)).eval()
+    return torch.nn.Sequential(torch.nn.Linear(k, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out)).eval()
 
 
 def save_with(module_name: str, model: Any, example: Any, requirement: str, **kw: Any) -> Callable[[str], Any]:
