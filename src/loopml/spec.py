@@ -174,6 +174,10 @@ class ServingSpec(_Strict):
     # loopml run converts each new version to ONNX and adopts it on parity (registry/optimize.py);
     # "off" skips it (cost measured in docs/benchmarks.md, "ONNX Runtime")
     onnx: Literal["auto", "off"] = "auto"
+    # then dynamic INT8 on top, kept only if the primary metric on the holdout moves by at most
+    # quantize_tolerance (registry/quantize.py); size and latency in docs/benchmarks.md
+    onnx_quantize: bool = False
+    quantize_tolerance: float = Field(0.01, ge=0)
 
     @field_validator("port", "grpc_port")
     @classmethod
