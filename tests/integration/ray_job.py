@@ -3,7 +3,8 @@ subprocess inside a private network namespace (see ``ray_command``).
 
 ``python -m tests.integration.ray_job ROOT WORKERS ROWS EPOCHS`` writes ROOT/proj, trains into
 ROOT/ws and prints one JSON line ``RESULT {...}`` at the end; ``... ray_job tune ROOT`` runs
-``loopml tune`` on two small projects (see ``tune_main``).
+``loopml tune`` on two small projects (see ``tune_main``); ``... ray_job controller ROOT WORKERS
+ROWS EPOCHS`` has the controller retrain on Ray (see ``controller_main``).
 """
 
 from __future__ import annotations
@@ -73,10 +74,71 @@ def tune_main(root: Path) -> None:
     ray.shutdown()
 
 
+class _NoServer:
+    """The controller's server client when nothing serves (a first version is promoted, not rolled out)."""
+
+    def set_policy(self, model, policy):
+        pass
+
+    def reload(self, model):
+        pass
+
+    def metrics_text(self) -> str:
+        return ""
+
+
+def controller_main(root: Path, workers: int, rows: int, epochs: int) -> None:
+    """The controller retrains a torch model on Ray (``training.backend: ray``) for a manual
+    trigger while a thread reads what ``loopml status`` shows (its ``_status``); prints
+    ``RESULT {...}`` with the running snapshots seen, the final record and the champion."""
+    import threading
+
+    from loopml.cli.loop import _status
+    from loopml.config import Workspace
+    from loopml.loop.controller import Controller
+    from loopml.registry.client import Registry
+    from loopml.spec import load_spec
+    from tests.train.conftest import write_project
+
+    proj = write_project(root / "proj", {"kind": "torch", "params": {"hidden": [32]}, "epochs": epochs,
+                                         "batch_size": 16, "lr": 0.005, "early_stopping": None},
+                         extra={"training": {"backend": "ray", "workers": workers, "checkpoint_every": 1},
+                                "triggers": {"on_drift": False},
+                                # a single-row p99 on two shared cores is no gate for this test
+                                "rollout": {"latency_budget_ms": None}}, n=rows)
+    spec = load_spec(proj)
+    ws = Workspace(root / "ws").init()
+    ctl = Controller(spec, ws, _NoServer(), project_dir=proj, say=lambda m: print(m, flush=True))
+    ctl.store.add_trigger(spec.name, "manual", "retrain on Ray")
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            t = _status(proj, ws.home, None).get("training")
+            if t and t["state"] == "running" and (not seen or (seen[-1]["epoch"], seen[-1]["workers_alive"])
+                                                  != (t["epoch"], t["workers_alive"])):
+                seen.append(t)
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    ctl.tick()
+    done.set()
+    watcher.join()
+    champion = Registry(ws).try_resolve(spec.name)
+    print("RESULT " + json.dumps({"seen": seen, "final": _status(proj, ws.home, None)["training"],
+                                  "champion": champion.version if champion else None,
+                                  "trigger": [t.to_dict() for t in ctl.store.triggers(spec.name, limit=1)]},
+                                 default=str), flush=True)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     a = sys.argv[1:]
     if a[0] == "tune":
         tune_main(Path(a[1]))
+    elif a[0] == "controller":
+        controller_main(Path(a[1]), int(a[2]), int(a[3]), int(a[4]))
     else:
         main(Path(a[0]), int(a[1]), int(a[2]), int(a[3]), *(a[4:5] or []))

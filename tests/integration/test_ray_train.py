@@ -1,5 +1,6 @@
 """Real Ray Train, in a private network namespace: a 2-worker TorchTrainer run in which one
-worker is SIGKILLed mid-epoch resumes from the last checkpoint and registers a model."""
+worker is SIGKILLed mid-epoch resumes from the last checkpoint and registers a model; the
+controller retrains on Ray and ``loopml status`` shows the job's progress."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 from loopml.config import Workspace
 from loopml.registry.client import Registry
+from loopml.train.progress import read_progress
 from tests.integration.ray_job import REPO, ray_command
 
 
@@ -51,6 +53,7 @@ def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
         while time.time() < deadline and proc.poll() is None:
             beat = should_kill(tmp_path)
             if beat:
+                before = read_progress(tmp_path / "ws", "tab")  # what loopml status shows just before
                 os.kill(beat["pid"], signal.SIGKILL)
                 killed = beat
                 break
@@ -75,3 +78,29 @@ def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
     assert steps == [0, 1, 2, 3]  # every epoch logged once per step by rank 0 (the killed one re-run)
     assert reg.resolve("tab").version == "1"
     assert result["metrics"]["accuracy"] > 0.9
+    # the progress record loopml status reads: running with both workers before the kill, then
+    # finished with the restart counted and the resume epoch named
+    assert (before["state"], before["workers"], before["workers_alive"], before["restarts"]) == ("running", 2, 2, 0)
+    after = read_progress(tmp_path / "ws", "tab")
+    assert (after["state"], after["epoch"], after["epochs"], after["restarts"], after["resumed_at_epoch"]) == \
+        ("finished", 4, 4, 1, 1)
+    assert after["run_id"] == result["run_id"]
+
+
+def test_controller_retrains_on_ray_and_status_shows_progress(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("LOOPML_HOME", "LOOPML_TRACKING_URI")}
+    p = subprocess.run(ray_command("controller", str(tmp_path), "2", "4000", "3"), cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    result = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert "[retrain] train: fitting loopml.train.mlp:TabularMLP on 3000 rows on Ray (2 workers)" in p.stdout
+    assert result["champion"] == "1" and result["trigger"][0]["status"] == "done"
+    seen = result["seen"]
+    assert seen and all(s["backend"] == "ray" and s["workers"] == 2 for s in seen)
+    assert any(s["workers_alive"] == 2 for s in seen)  # heartbeats of both workers while it ran
+    epochs = [s["epoch"] for s in seen]
+    assert epochs == sorted(epochs)  # progress only moves forward
+    final = result["final"]
+    assert (final["state"], final["epoch"], final["restarts"]) == ("finished", 3, 0)
+    run = Registry(Workspace(tmp_path / "ws")).client.get_run(final["run_id"])
+    assert run.data.tags["loopml.reason"].startswith("retrain on manual")

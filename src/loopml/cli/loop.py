@@ -153,6 +153,9 @@ def _status(project: Path, home, tracking_uri) -> dict:
     out["retries"] = [r.to_dict() for r in store.retries(spec.name)]
     out["supervisor"] = _supervision(ws, store)
     out["alerts"] = _open_alerts(ws, spec.name)
+    from loopml.train.progress import read_progress
+
+    out["training"] = read_progress(ws.home, spec.name)  # the running (or last) training job
     return out
 
 
@@ -226,6 +229,10 @@ def _render(s: dict) -> Table:
         t.add_row("retrain retries", escape("\n".join(
             f"{r['kind']}: {r['detail']}: failed {r['failures']}x ({r['error']}); "
             + (f"next try at {_clock(r['next_try'])}" if r["waiting"] else "retrying now") for r in s["retries"])))
+    if s.get("training"):
+        from loopml.train.progress import describe
+
+        t.add_row("training", escape(describe(s["training"])))
     t.add_row("alerts", "\n".join(str(a) for a in s["alerts"]) or "none open")
     return t
 

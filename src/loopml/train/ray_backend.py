@@ -10,7 +10,8 @@ per-epoch metrics to the MLflow run, and on a resume the restart: tags
 ``restart_seconds`` (last heartbeat of the failed attempt -> training running again).
 
 Every worker writes ``<status>/rank-<r>.json`` (pid, epoch, batch, time) as it goes: the
-heartbeat the restart time is measured from, and what a test or ``loopml status`` reads.
+heartbeat the restart time is measured from, and what a test or ``loopml status`` reads (with
+the job's progress record that rank 0 updates each epoch, :mod:`loopml.train.progress`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def _worker_loop(config: dict) -> None:
     from ray.train import Checkpoint
     from ray.train.torch import prepare_model
 
+    from loopml.train.progress import update_progress
     from loopml.train.torch_loop import LoopState, run_epochs
     from loopml.train.torch_trainer import build_module
 
@@ -114,11 +116,13 @@ def _worker_loop(config: dict) -> None:
         last = max((b["ts"] for b in beats if b), default=None)
         restart_s = time.time() - last if last else None
     tracker = _tracker(config) if rank == 0 else None
-    if tracker is not None and resumed_at is not None:
+    if rank == 0 and resumed_at is not None:
         log = (_read_json(os.path.join(status, "restarts.json")) or {"list": []})["list"]
         log.append({"resumed_at_epoch": resumed_at, "restart_seconds": restart_s, "ts": time.time()})
         restarts = len(log)
         _write_json(os.path.join(status, "restarts.json"), {"list": log})
+        update_progress(config["progress_file"], restarts=restarts, resumed_at_epoch=resumed_at, epoch=resumed_at)
+    if tracker is not None and resumed_at is not None:
         tracker.set_tags({"loopml.train.restarts": restarts, "loopml.train.resumed_at_epoch": resumed_at,
                           "loopml.train.restart_seconds": f"{restart_s:.2f}" if restart_s else "unknown"})
         if restart_s is not None:
@@ -136,6 +140,8 @@ def _worker_loop(config: dict) -> None:
 
     def on_epoch(st: LoopState, metrics: dict[str, float]) -> None:
         done = st.epoch >= cfg.epochs or st.stopped_early
+        if rank == 0:
+            update_progress(config["progress_file"], epoch=st.epoch, **metrics)
         if tracker is not None:
             tracker.log_metrics(metrics, step=st.epoch - 1)
             if resumed_at is not None and st.epoch == resumed_at + 1:
@@ -156,15 +162,13 @@ def _worker_loop(config: dict) -> None:
 
 def fit_torch_on_ray(spec: Any, data: Any, cfg: Any, init: dict[str, Any], run: Any,
                      workspace: Any = None) -> tuple[dict, dict]:
-    """Train under Ray Train's TorchTrainer; returns (best weights, history)."""
+    """Train under Ray Train's TorchTrainer; returns (best weights, history). The job's progress
+    record (:mod:`loopml.train.progress`) is started here and finished whatever happens."""
     import torch
 
     _ray()
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig
-    from ray.train.torch import TorchTrainer as RayTorchTrainer
-
     from loopml.config import Workspace
+    from loopml.train.progress import finish_progress, progress_file, start_progress
 
     ws = workspace or Workspace.from_env()
     name = f"{spec.name}-{getattr(run, 'run_id', None) or int(time.time() * 1000)}"
@@ -177,16 +181,16 @@ def fit_torch_on_ray(spec: Any, data: Any, cfg: Any, init: dict[str, Any], run: 
               "params": {k: v for k, v in init.items() if k not in ("in_features", "out_features")},
               "checkpoint_every": t.checkpoint_every, "status_dir": str(status),
               "run_id": getattr(run, "run_id", None), "experiment_id": getattr(run, "experiment_id", None),
-              "home": str(ws.home), "tracking_uri": ws.tracking_uri}
-    with ray_session(spec):
-        trainer = RayTorchTrainer(
-            _worker_loop, train_loop_config=config, torch_config=TorchConfig(backend="gloo"),
-            scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=False,
-                                         resources_per_worker={"CPU": t.cpus_per_worker}),
-            run_config=RunConfig(name=name, storage_path=str(storage),
-                                 failure_config=FailureConfig(max_failures=t.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
-        result = trainer.fit()
+              "home": str(ws.home), "tracking_uri": ws.tracking_uri,
+              "progress_file": str(progress_file(ws.home, spec.name))}
+    start_progress(config["progress_file"], run_id=config["run_id"], backend="ray", workers=t.workers,
+                   epochs=cfg.epochs, status_dir=str(status))
+    ok = False
+    try:
+        result = _fit_on_ray(spec, config, storage, name)
+        ok = result.checkpoint is not None
+    finally:
+        finish_progress(config["progress_file"], ok)
     if result.checkpoint is None:
         from loopml.errors import PipelineStepFailed
 
@@ -197,3 +201,19 @@ def fit_torch_on_ray(spec: Any, data: Any, cfg: Any, init: dict[str, Any], run: 
     return state["best_state"], {"epochs": state["epoch"], "stopped_early": state["stopped_early"],
                                  "history": state["history"], "restarts": restarts, "status_dir": str(status)}
 
+
+def _fit_on_ray(spec: Any, config: dict, storage: Any, name: str) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig
+    from ray.train.torch import TorchTrainer as RayTorchTrainer
+
+    t = spec.training
+    with ray_session(spec):
+        trainer = RayTorchTrainer(
+            _worker_loop, train_loop_config=config, torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=False,
+                                         resources_per_worker={"CPU": t.cpus_per_worker}),
+            run_config=RunConfig(name=name, storage_path=str(storage),
+                                 failure_config=FailureConfig(max_failures=t.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+        return trainer.fit()

@@ -140,11 +140,27 @@ class TorchTrainer:
             torch.manual_seed(cfg.seed)
             module = build_module(spec.model.module, **_split_init(init))
 
+            from loopml.train import progress
+
+            # the progress record (loopml status) lives in the workspace: only a fit given one writes it
+            record = progress.progress_file(workspace.home, spec.name) if workspace is not None else None
+
             def log_epoch(state: Any, metrics: dict[str, float]) -> None:
                 if run is not None:
                     run.log_metrics(metrics, step=state.epoch - 1)
+                if record is not None:
+                    progress.update_progress(record, epoch=state.epoch, **metrics)
 
-            state = run_epochs(module, data.X, data.y, data.X_val, data.y_val, cfg, on_epoch=log_epoch)
+            if record is not None:
+                progress.start_progress(record, run_id=getattr(run, "run_id", None), backend="local", workers=1,
+                                        epochs=cfg.epochs)
+            ok = False
+            try:
+                state = run_epochs(module, data.X, data.y, data.X_val, data.y_val, cfg, on_epoch=log_epoch)
+                ok = True
+            finally:
+                if record is not None:
+                    progress.finish_progress(record, ok)
             best_state = state.best_state
             history = {"epochs": state.epoch, "stopped_early": state.stopped_early, "history": state.history}
         module.load_state_dict(best_state)
