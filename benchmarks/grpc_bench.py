@@ -1,24 +1,32 @@
 """gRPC vs REST throughput of one ``loopml serve`` process, same model, same row, one run.
 
-    python benchmarks/grpc_bench.py [--duration 8] [--concurrency 16] [--rows 1] [--channels 1]
+    python benchmarks/grpc_bench.py [--duration 8] [--concurrency 16] [--rows 1]
+                                    [--servers aio,threads] [--client h2load|python]
 
 Scaffolds the ``loopml new`` project in a temporary folder, trains and registers its model,
-starts ``loopml serve --grpc-port`` on it (one process answering both), then loads it with
-the same kind of client for both protocols: a Python asyncio client (uvloop) in this process
-keeping ``--concurrency`` requests in flight, closed loop, for ``--duration`` seconds, the
-first second not counted. The request is built and serialized once, so the client's cost per
-request is the transport's own:
+then, for each gRPC server kind in ``--servers`` (``aio``: grpc.aio on the event loop, the
+default; ``threads``: grpc's thread-pool server, ``LOOPML_SERVE_GRPC_SERVER=threads``), starts
+``loopml serve --grpc-port`` (one process answering both protocols) and loads it with the
+same client for both protocols, ``--concurrency`` requests in flight, closed loop:
 
-- REST: OIP v2 JSON (one tensor per named column) on ``--concurrency`` keep-alive
-  HTTP/1.1 connections to ``/v2/models/fraud/infer``;
-- gRPC: the same tensors as ``ModelInferRequest`` with ``raw_input_contents``, serialized by
-  tritonclient's own protobuf classes (what ``tritonclient.grpc`` sends), as concurrent
-  streams over ``--channels`` grpc.aio channels (HTTP/2 connections).
+- ``--client h2load`` (default; Debian ``nghttp2-client``): nghttp2's C load generator, so
+  the client's own cost is small and alike for both. REST: OIP v2 JSON (one tensor per named
+  column) on ``--concurrency`` HTTP/1.1 keep-alive connections (``--h1``); gRPC: the same
+  tensors as a ``ModelInferRequest`` with ``raw_input_contents`` (serialized by tritonclient's
+  protobuf classes, what ``tritonclient.grpc`` sends), framed as gRPC, as ``--concurrency``
+  concurrent streams on ``--grpc-connections`` HTTP/2 connections (default 1). h2load sees a
+  gRPC error as an HTTP 200, so the answers are counted by the server too: the errors column
+  is the number of non-200 statuses that ``/metrics`` recorded during the round (gRPC statuses are recorded as their HTTP
+  equivalent), and every request kind is checked to answer OK before the rounds.
+  h2load reports the mean latency, not percentiles.
+- ``--client python``: a Python asyncio client (uvloop) in this process, raw sockets for
+  REST and grpc.aio for gRPC (costlier per call than the raw sockets: it favours REST).
 
-The rounds alternate REST, gRPC, gRPC, REST, and the figures are the mean of the two rounds
-of each, so a drift of the machine during the run counts against neither. Prints requests/s
-and p50/p99 for each, and the ratio gRPC / REST. Every process started here is stopped by its
-pid.
+The rounds alternate REST, gRPC, gRPC, REST per server, ``--duration`` seconds each with the
+first second not counted; figures are the means of the two rounds of each, so a drift of the
+machine during the run counts against neither. Prints requests/s, latency and the server's CPU
+time per answered request (user + system, from /proc; the figure least moved by other work on
+a shared machine) per server kind and protocol, and the ratio gRPC / REST. Every process started here is stopped by its pid.
 """
 
 from __future__ import annotations
@@ -27,7 +35,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -120,7 +131,113 @@ def grpc_load(port: int, req: bytes, concurrency: int, seconds: float, channels:
 
 
 def summary(ok: list[float], errors: int, seconds: float) -> dict:
-    return {"rps": len(ok) / seconds, "p50": pct(ok, 0.5), "p99": pct(ok, 0.99), "errors": errors}
+    return {"rps": len(ok) / seconds, "p50": pct(ok, 0.5), "p99": pct(ok, 0.99), "mean": sum(ok) / max(len(ok), 1),
+            "errors": errors}
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message (not compressed): what goes in the HTTP/2 DATA frames."""
+    return b"\0" + struct.pack(">I", len(message)) + message
+
+
+def h2load(url: str, body: Path, headers: list[str], concurrency: int, seconds: float, h1: bool,
+           connections: int = 1) -> dict:
+    """h2load closed loop for ``seconds`` (the first second is warm-up): requests/s, mean ms."""
+    cmd = ["h2load", f"--warm-up-time=1s", f"--duration={seconds - 1.0:g}s", "-d", str(body), "-t", "1"]
+    if h1:
+        cmd += ["--h1", "-c", str(concurrency), "-m", "1"]
+    else:
+        cmd += ["-c", str(connections), "-m", str(max(1, concurrency // connections))]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    if done is None or mean is None:
+        raise RuntimeError(f"cannot read h2load's output:\n{out}")
+    from serve_bench import _ms
+
+    ok = int(done.group(2))
+    return {"rps": ok / (seconds - 1.0), "mean": _ms(mean.group(1)), "p50": float("nan"), "p99": float("nan"),
+            "errors": int(done.group(3)) + int(done.group(4))}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_counts(port: int) -> dict[str, float]:
+    """``loopml_requests_total`` by status, summed over labels, from the server's /metrics."""
+    import httpx
+
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
+        if line.startswith("loopml_requests_total{"):
+            status = re.search(r'status="(\d+)"', line).group(1)
+            counts[status] = counts.get(status, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def check_grpc(gport: int, greq: bytes) -> None:
+    """One ModelInfer with the benchmark's request must answer OK with outputs."""
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    with grpc.insecure_channel(f"127.0.0.1:{gport}") as ch:
+        raw = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer")(greq, timeout=60)
+    resp = service_pb2.ModelInferResponse.FromString(raw)
+    if not resp.outputs:
+        sys.exit(f"gRPC answer without outputs: {resp}")
+
+
+def measure_server(mode: str, proj: Path, env: dict, record: dict, args, tmp: Path) -> dict[str, list[dict]]:
+    port, gport = free_port(), free_port()
+    log = tmp / f"server-{mode}.log"
+    server = start_server(ROOT, proj, {**env, "LOOPML_SERVE_GRPC_SERVER": mode}, port, ["--grpc-port", str(gport)], log)
+    results: dict[str, list[dict]] = {"REST": [], "gRPC": []}
+    try:
+        wait_ready(port, request_bytes(port, json.dumps({"dataframe_records": [record]}).encode()), server, log)
+        import httpx
+
+        inputs = httpx.get(f"http://127.0.0.1:{port}/v2/models/{NAME}").json()["inputs"]
+        tensors = oip_tensors(record, inputs, args.rows)
+        rest_req = rest_request(port, tensors, args.rows)
+        greq = grpc_request(tensors, args.rows)
+        check_grpc(gport, greq)
+        rest_body, grpc_body = tmp / "rest.json", tmp / "grpc.bin"
+        rest_body.write_bytes(rest_req.split(b"\r\n\r\n", 1)[1])
+        grpc_body.write_bytes(grpc_frame(greq))
+        measured = args.duration - 1.0
+        if args.client == "python":
+            grpc_load(gport, greq, 2, 2.0, 1, warmup=0)  # first calls: channel set-up, lazy imports
+        for proto in ("REST", "gRPC", "gRPC", "REST"):
+            before, cpu0 = status_counts(port), cpu_seconds(server.pid)
+            if args.client == "h2load":
+                if proto == "REST":
+                    r = h2load(f"http://127.0.0.1:{port}/v2/models/{NAME}/infer", rest_body,
+                               ["content-type: application/json"], args.concurrency, args.duration, h1=True)
+                else:
+                    r = h2load(f"http://127.0.0.1:{gport}/inference.GRPCInferenceService/ModelInfer", grpc_body,
+                               ["content-type: application/grpc", "te: trailers"], args.concurrency, args.duration,
+                               h1=False, connections=args.grpc_connections)
+            elif proto == "REST":
+                by = load(port, rest_req, args.concurrency, args.duration)
+                ok = by.pop(200, [])
+                r = summary(ok, sum(len(v) for v in by.values()), measured)
+            else:
+                by = grpc_load(gport, greq, args.concurrency, args.duration, args.grpc_connections)
+                ok = by.pop("OK", [])
+                r = summary(ok, sum(len(v) for v in by.values()), measured)
+            cpu1, after = cpu_seconds(server.pid), status_counts(port)
+            r["cpu_us"] = (cpu1 - cpu0) * 1e6 / max(after.get("200", 0.0) - before.get("200", 0.0), 1.0)
+            # 499: requests the client dropped when its time was up, not answers
+            r["errors"] += int(sum(v - before.get(k, 0.0) for k, v in after.items() if k not in ("200", "499")))
+            results[proto].append(r)
+    finally:
+        stop(server)
+    return results
 
 
 def main() -> None:
@@ -128,51 +245,38 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rows", type=int, default=1)
-    ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--servers", default="aio", help="gRPC server kinds, comma-separated: aio (the default), threads")
+    ap.add_argument("--client", choices=("h2load", "python"), default="h2load")
+    ap.add_argument("--grpc-connections", type=int, default=1,
+                    help="HTTP/2 connections (channels) carrying the gRPC streams (REST: one per request in flight)")
     args = ap.parse_args()
+    if args.client == "h2load" and shutil.which("h2load") is None:
+        sys.exit("h2load not found: apt-get install -y nghttp2-client (or --client python)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    by_mode = {}
     with tempfile.TemporaryDirectory(prefix="loopml-grpc-bench-") as tmp_name:
         tmp = Path(tmp_name)
         env["LOOPML_HOME"] = str(tmp / "ws")
         proj, record = prepare(ROOT, tmp, env)
-        port, gport = free_port(), free_port()
-        log = tmp / "server.log"
-        server = start_server(ROOT, proj, env, port, ["--grpc-port", str(gport)], log)
-        try:
-            wait_ready(port, request_bytes(port, json.dumps({"dataframe_records": [record]}).encode()), server, log)
-            import httpx
-
-            inputs = httpx.get(f"http://127.0.0.1:{port}/v2/models/{NAME}").json()["inputs"]
-            tensors = oip_tensors(record, inputs, args.rows)
-            rest_req = rest_request(port, tensors, args.rows)
-            greq = grpc_request(tensors, args.rows)
-            measured = args.duration - 1.0
-            grpc_load(gport, greq, 2, 2.0, 1, warmup=0)  # first calls: channel set-up, lazy imports
-            results: dict[str, list[dict]] = {"REST": [], "gRPC": []}
-            for proto in ("REST", "gRPC", "gRPC", "REST"):
-                if proto == "REST":
-                    by = load(port, rest_req, args.concurrency, args.duration)
-                    ok = by.pop(200, [])
-                else:
-                    by = grpc_load(gport, greq, args.concurrency, args.duration, args.channels)
-                    ok = by.pop("OK", [])
-                results[proto].append(summary(ok, sum(len(v) for v in by.values()), measured))
-                if by:
-                    print(f"{proto}: non-OK answers {({k: len(v) for k, v in by.items()})}", file=sys.stderr)
-        finally:
-            stop(server)
+        for mode in args.servers.split(","):
+            by_mode[mode] = measure_server(mode, proj, env, record, args, tmp)
     print(f"\nloopml serve, model '{NAME}' (the loopml new example), {args.rows} row(s) per request, "
           f"{args.concurrency} requests in flight, {args.duration:g} s per round (first second not counted), "
-          f"2 rounds each, gRPC over {args.channels} channel(s)\n")
-    print(f"| protocol | requests/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|")
-    mean = {}
-    for proto, rounds in results.items():
-        m = {k: sum(r[k] for r in rounds) / len(rounds) for k in ("rps", "p50", "p99")}
-        mean[proto] = m
-        print(f"| {proto} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {sum(r['errors'] for r in rounds)} |")
-    ratio = mean["gRPC"]["rps"] / mean["REST"]["rps"] if mean["REST"]["rps"] else float("nan")
-    print(f"\ngRPC / REST throughput: {ratio:.2f}x (goal >= 1.0)")
+          f"2 rounds each, client: {args.client}, gRPC over {args.grpc_connections} connection(s)\n")
+    print("| gRPC server | protocol | requests/s | server CPU µs / request | mean ms | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios = {}
+    for mode, results in by_mode.items():
+        mean = {}
+        for proto, rounds in results.items():
+            m = {k: sum(r[k] for r in rounds) / len(rounds) for k in ("rps", "cpu_us", "mean", "p50", "p99")}
+            mean[proto] = m
+            print(f"| {mode} | {proto} | {m['rps']:,.0f} | {m['cpu_us']:,.0f} | {m['mean']:.2f} | {m['p50']:.2f} | {m['p99']:.2f} | "
+                  f"{sum(r['errors'] for r in rounds)} |")
+        ratios[mode] = mean["gRPC"]["rps"] / mean["REST"]["rps"] if mean["REST"]["rps"] else float("nan")
+    print()
+    for mode, ratio in ratios.items():
+        print(f"gRPC / REST throughput, {mode} gRPC server: {ratio:.2f}x (goal >= 1.0)")
 
 
 if __name__ == "__main__":
