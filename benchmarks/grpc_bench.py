@@ -1,13 +1,11 @@
 """gRPC vs REST throughput of one ``loopml serve`` process, same model, same row, one run.
 
     python benchmarks/grpc_bench.py [--duration 8] [--concurrency 16] [--rows 1]
-                                    [--servers aio,threads] [--client h2load|python]
+                                    [--client h2load|python] [--grpc-connections 1]
 
 Scaffolds the ``loopml new`` project in a temporary folder, trains and registers its model,
-then, for each gRPC server kind in ``--servers`` (``aio``: grpc.aio on the event loop, the
-default; ``threads``: grpc's thread-pool server, ``LOOPML_SERVE_GRPC_SERVER=threads``), starts
-``loopml serve --grpc-port`` (one process answering both protocols) and loads it with the
-same client for both protocols, ``--concurrency`` requests in flight, closed loop:
+starts ``loopml serve --grpc-port`` (one process answering both protocols) and loads it with
+the same client for both protocols, ``--concurrency`` requests in flight, closed loop:
 
 - ``--client h2load`` (default; Debian ``nghttp2-client``): nghttp2's C load generator, so
   the client's own cost is small and alike for both. REST: OIP v2 JSON (one tensor per named
@@ -22,7 +20,7 @@ same client for both protocols, ``--concurrency`` requests in flight, closed loo
 - ``--client python``: a Python asyncio client (uvloop) in this process, raw sockets for
   REST and grpc.aio for gRPC (costlier per call than the raw sockets: it favours REST).
 
-The rounds alternate REST, gRPC, gRPC, REST per server, ``--duration`` seconds each with the
+The rounds alternate REST, gRPC, gRPC, REST, ``--duration`` seconds each with the
 first second not counted; figures are the means of the two rounds of each, so a drift of the
 machine during the run counts against neither. Prints requests/s, latency and the server's CPU
 time per answered request (user + system, from /proc; the figure least moved by other work on
@@ -192,10 +190,10 @@ def check_grpc(gport: int, greq: bytes) -> None:
         sys.exit(f"gRPC answer without outputs: {resp}")
 
 
-def measure_server(mode: str, proj: Path, env: dict, record: dict, args, tmp: Path) -> dict[str, list[dict]]:
+def measure_server(proj: Path, env: dict, record: dict, args, tmp: Path) -> dict[str, list[dict]]:
     port, gport = free_port(), free_port()
-    log = tmp / f"server-{mode}.log"
-    server = start_server(ROOT, proj, {**env, "LOOPML_SERVE_GRPC_SERVER": mode}, port, ["--grpc-port", str(gport)], log)
+    log = tmp / "server.log"
+    server = start_server(ROOT, proj, env, port, ["--grpc-port", str(gport)], log)
     results: dict[str, list[dict]] = {"REST": [], "gRPC": []}
     try:
         wait_ready(port, request_bytes(port, json.dumps({"dataframe_records": [record]}).encode()), server, log)
@@ -245,7 +243,6 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rows", type=int, default=1)
-    ap.add_argument("--servers", default="aio", help="gRPC server kinds, comma-separated: aio (the default), threads")
     ap.add_argument("--client", choices=("h2load", "python"), default="h2load")
     ap.add_argument("--grpc-connections", type=int, default=1,
                     help="HTTP/2 connections (channels) carrying the gRPC streams (REST: one per request in flight)")
@@ -253,30 +250,25 @@ def main() -> None:
     if args.client == "h2load" and shutil.which("h2load") is None:
         sys.exit("h2load not found: apt-get install -y nghttp2-client (or --client python)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
-    by_mode = {}
     with tempfile.TemporaryDirectory(prefix="loopml-grpc-bench-") as tmp_name:
         tmp = Path(tmp_name)
         env["LOOPML_HOME"] = str(tmp / "ws")
         proj, record = prepare(ROOT, tmp, env)
-        for mode in args.servers.split(","):
-            by_mode[mode] = measure_server(mode, proj, env, record, args, tmp)
+        results = measure_server(proj, env, record, args, tmp)
     print(f"\nloopml serve, model '{NAME}' (the loopml new example), {args.rows} row(s) per request, "
           f"{args.concurrency} requests in flight, {args.duration:g} s per round (first second not counted), "
           f"2 rounds each, client: {args.client}, gRPC over {args.grpc_connections} connection(s)\n")
-    print("| gRPC server | protocol | requests/s | server CPU µs / request | mean ms | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    ratios = {}
-    for mode, results in by_mode.items():
-        mean = {}
-        for proto, rounds in results.items():
-            m = {k: sum(r[k] for r in rounds) / len(rounds) for k in ("rps", "cpu_us", "mean", "p50", "p99")}
-            mean[proto] = m
-            print(f"| {mode} | {proto} | {m['rps']:,.0f} | {m['cpu_us']:,.0f} | {m['mean']:.2f} | {m['p50']:.2f} | {m['p99']:.2f} | "
-                  f"{sum(r['errors'] for r in rounds)} |")
-        ratios[mode] = mean["gRPC"]["rps"] / mean["REST"]["rps"] if mean["REST"]["rps"] else float("nan")
-    print()
-    for mode, ratio in ratios.items():
-        print(f"gRPC / REST throughput, {mode} gRPC server: {ratio:.2f}x (goal >= 1.0)")
+    print("| protocol | requests/s | server CPU µs / request | mean ms | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    mean = {}
+    for proto, rounds in results.items():
+        m = {k: sum(r[k] for r in rounds) / len(rounds) for k in ("rps", "cpu_us", "mean", "p50", "p99")}
+        mean[proto] = m
+        print(f"| {proto} | {m['rps']:,.0f} | {m['cpu_us']:,.0f} | {m['mean']:.2f} | {m['p50']:.2f} | {m['p99']:.2f} | "
+              f"{sum(r['errors'] for r in rounds)} |")
+    ratio = mean["gRPC"]["rps"] / mean["REST"]["rps"] if mean["REST"]["rps"] else float("nan")
+    cpu = mean["REST"]["cpu_us"] / mean["gRPC"]["cpu_us"] if mean["gRPC"]["cpu_us"] else float("nan")
+    print(f"\ngRPC / REST throughput: {ratio:.2f}x (goal >= 1.0); REST / gRPC server CPU per request: {cpu:.2f}x")
 
 
 if __name__ == "__main__":

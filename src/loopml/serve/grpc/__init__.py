@@ -15,6 +15,6 @@ Import the generated modules only through :func:`loopml.serve.grpc.messages.load
 
 Modules: :mod:`.messages` (the generated code, in a private descriptor pool),
 :mod:`.codec` (protobuf <-> the OIP dicts of :mod:`loopml.serve.protocols.oip_v2`),
-:mod:`.threaded` and :mod:`.servicer` (the six RPCs over :meth:`ServeApp.oip_infer
-<loopml.serve.app.ServeApp.oip_infer>` on grpc's thread pool and on grpc.aio), :mod:`.service` (the server's life).
+:mod:`.servicer` (the six RPCs over :meth:`ServeApp.oip_infer
+<loopml.serve.app.ServeApp.oip_infer>`), :mod:`.service` (the grpc.aio server's life).
 """

@@ -88,7 +88,7 @@ class InferenceServicer:
         status = 200
         try:
             ep = self._endpoint(request.model_name)
-            headers = headers_of(context)
+            headers = _headers(context)
             auth.check_inference(app.settings.inference_token, headers)
 
             async def payload():
@@ -118,7 +118,7 @@ class InferenceServicer:
         return ep
 
 
-def headers_of(context) -> dict[str, str]:
+def _headers(context) -> dict[str, str]:
     """Invocation metadata as lower-case HTTP-style headers, plus the gRPC deadline."""
     headers = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
     if DEADLINE_HEADER not in headers:
