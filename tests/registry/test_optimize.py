@@ -169,18 +169,22 @@ def test_optimize_quietly_never_raises(tmp_path, trained):
     assert "serving stays native" in said[-1] and "RegistryUnavailable" in said[-1]
 
 
-@pytest.mark.parametrize("setting", ["auto", "off"])
+@pytest.mark.parametrize("setting", ["auto", "off", "quantize"])
 def test_run_optimizes_unless_serving_onnx_is_off(project, workspace, setting):
     from loopml.loop.pipeline import run_pipeline
     from loopml.registry.client import Registry
     from loopml.spec import load_spec
 
     spec = load_spec(project)
-    spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"onnx": setting})})
+    serving = {"onnx": "auto", "onnx_quantize": True} if setting == "quantize" else {"onnx": setting}
+    spec = spec.model_copy(update={"serving": spec.serving.model_copy(update=serving)})
     steps = []
     result = run_pipeline(spec, workspace, project_dir=project, on_step=lambda s, m: steps.append(m))
     tags = Registry(workspace).resolve(spec.name, result.version).tags
     if setting == "auto":
         assert tags[RUNTIME_TAG] == "onnx" and any("ONNX adopted" in m for m in steps)
+    elif setting == "quantize":  # the demo's trees have nothing INT8 takes: said, and FP32 kept
+        assert tags[RUNTIME_TAG] == "onnx" and tags["loopml.onnx_precision"] == "fp32"
+        assert any("ONNX adopted" in m and "INT8 refused: nothing in this graph quantizes" in m for m in steps), steps
     else:
         assert RUNTIME_TAG not in tags and not any("ONNX" in m for m in steps)

@@ -199,7 +199,9 @@ def _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, au
             result.version = ref.version
             if spec.serving.onnx == "auto":  # before any alias moves, so servers load it as adopted
                 from loopml.registry.optimize import optimize_quietly
-                optimize_quietly(registry, ref, on_step)
+                optimize_quietly(registry, ref, on_step, quantize=spec.serving.onnx_quantize, holdout=(X_test, y_test),
+                                 quantize_tolerance=spec.serving.quantize_tolerance,
+                                 metric=spec.evaluation.primary_metric)
             why = f"{reason}; gate {'passed' if decision.passed else 'failed'}: {_headline(decision.reasons)}"
             registry.set_alias(spec.name, CHALLENGER, ref.version, why)
             if decision.passed and auto_promote:
