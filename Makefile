@@ -69,5 +69,8 @@ bench-onnx: $(STAMP)
 bench-hostile: $(STAMP)
 	$(PY) benchmarks/hostile_bench.py
 
+bench-store: $(STAMP)
+	$(PY) benchmarks/store_bench.py
+
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info

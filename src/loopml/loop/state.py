@@ -105,13 +105,10 @@ class StateStore:
 
     def __init__(self, where: str | os.PathLike) -> None:
         self.uri = store_uri(where)
-        self._store: Store | None = None
 
     @property
     def store(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self.uri)
-        return self._store
+        return open_store(self.uri)  # a dict look-up once open; never a stale (evicted) store
 
     def _run(self, fn: Callable[[Any], T]) -> T:
         return self.store.run(fn)

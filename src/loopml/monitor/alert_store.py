@@ -30,16 +30,18 @@ class AlertStore:
         from loopml.loop.state import store_uri
 
         self.uri = store_uri(where)
-        self._store: Store | None = None
         self._tx: Any = None  # the connection of the open transaction, if any
 
+    @property
+    def _store(self) -> Store:
+        return open_store(self.uri)  # connects (and migrates) on first use in this process
+
     def open(self) -> "AlertStore":
-        if self._store is None:
-            self._store = open_store(self.uri)
+        self._store  # noqa: B018 - fail here (closed) rather than half way through a caller's work
         return self
 
     def close(self) -> None:
-        self._store = None  # the store's connections are pooled per process; nothing to close here
+        pass  # the store's connections are pooled per process; nothing to close here
 
     def __enter__(self) -> "AlertStore":
         return self.open()
@@ -50,13 +52,13 @@ class AlertStore:
     def _do(self, fn: Callable[[Any], T]) -> T:
         if self._tx is not None:
             return fn(self._tx)
-        return self.open()._store.run(fn)  # type: ignore[union-attr]
+        return self._store.run(fn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["AlertStore"]:
         """Several calls as one transaction (not re-run on a PostgreSQL conflict: the next
         evaluation of the window starts from what was committed)."""
-        with self.open()._store.tx() as con:  # type: ignore[union-attr]
+        with self._store.tx() as con:
             self._tx = con
             try:
                 yield self

@@ -21,6 +21,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from contextlib import AbstractContextManager
 from typing import Any, Callable, TypeVar
 
@@ -70,7 +71,8 @@ def scheme_of(uri: str) -> str:
 
 
 _lock = threading.Lock()
-_open: dict[tuple[int, str], Store] = {}
+_open: "OrderedDict[tuple[int, str], Store]" = OrderedDict()
+MAX_OPEN = 16  # stores kept open per process (least recently opened first out: tests make many)
 
 
 def open_store(uri: str) -> Store:
@@ -80,6 +82,7 @@ def open_store(uri: str) -> Store:
     with _lock:
         store = _open.get(key)
         if store is not None:
+            _open.move_to_end(key)
             return store
         scheme = scheme_of(uri)
         if scheme not in SCHEMES:
@@ -89,6 +92,8 @@ def open_store(uri: str) -> Store:
         store = SqlStore(uri)
         store.connect()
         _open[key] = store
+        while len(_open) > MAX_OPEN:
+            _open.popitem(last=False)[1].dispose()  # its users reconnect through open_store on next use
         return store
 
 

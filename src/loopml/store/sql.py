@@ -145,9 +145,10 @@ def _sqlite_engine(uri: str) -> Engine:
         p.parent.mkdir(parents=True, exist_ok=True)
         if not p.exists():  # sqlite3 would create it world-readable under a default umask
             os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))
-    # one connection per transaction (NullPool), as state.db always had: no descriptors held
-    # between uses, nothing shared across a fork
-    engine = create_engine(uri, poolclass=NullPool, connect_args={"timeout": 30, "isolation_level": None})
+    # a small pool: closing the last connection of a WAL database checkpoints and fsyncs, which
+    # cost a connection per transaction (as state.db did before the store) about half its time;
+    # open_store keeps few stores per process, so few descriptors stay open
+    engine = create_engine(uri, pool_size=2, max_overflow=8, connect_args={"timeout": 30, "isolation_level": None})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_con: Any, _record: Any) -> None:
