@@ -72,5 +72,9 @@ bench-hostile: $(STAMP)
 bench-store: $(STAMP)
 	$(PY) benchmarks/store_bench.py
 
+# needs the platform extra and Debian's postgresql, prometheus, prometheus-alertmanager
+bench-platform: $(STAMP)
+	$(PY) benchmarks/platform_bench.py
+
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info
