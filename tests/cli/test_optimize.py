@@ -84,3 +84,39 @@ def test_optimize_unknown_version_is_one_line_exit_2(registered_model, tmp_path)
     assert p.returncode == 2
     err = _one_line_error(p)
     assert f"model '{name}'" in err and "'7'" in err
+
+
+def test_optimize_quantize_on_a_pytorch_model_then_serve_tensors_over_oip(workspace, tmp_path):
+    import json
+
+    import torch
+
+    from tests.serve.runtimes.flavors import mlp, register_saved, save_with, tabular
+
+    X, _ = tabular()
+    net = mlp(k=8, out=2, seed=5, hidden=256)
+    version = register_saved(workspace, "net", save_with("mlflow.pytorch", net, X[:4], "torch",
+                                                         serialization_format="pt2"))
+    p = loopml("optimize", "net", version, "--quantize", "--quantize-tolerance", "1", "--json", cwd=tmp_path,
+               home=workspace.home)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["adopted"] and out["quantization"]["adopted"] and out["quantization"]["quantized_ops"] == 2
+    assert Registry(workspace).resolve("net", version).tags["loopml.onnx_precision"] == "int8"
+    settings = ServeSettings(poll_interval_s=0, max_delay_ms=1.0).validate()
+    with ServerHandle(workspace, [f"net/{version}"], settings) as server:
+        meta = httpx.get(f"{server.url}/v2/models/net", timeout=30).json()
+        assert meta["platform"] == "onnx" and meta["inputs"] == [{"name": "input-0", "datatype": "FP32",
+                                                                   "shape": [-1, 8]}]
+        rows = X[:16]
+        body = {"inputs": [{"name": "input-0", "shape": [16, 8], "datatype": "FP32", "data": rows.ravel().tolist()}]}
+        r = httpx.post(f"{server.url}/v2/models/net/infer", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        got = r.json()["outputs"][0]
+        assert got["shape"] == [16, 2]
+        with torch.inference_mode():
+            want = net(torch.from_numpy(rows)).numpy()
+        assert np.allclose(np.asarray(got["data"]).reshape(16, 2), want, atol=0.05)  # INT8: close, not equal
+        bad = {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP32", "data": [0.0] * 6}]}
+        r = httpx.post(f"{server.url}/v2/models/net/infer", json=bad, timeout=30)
+        assert r.status_code == 422 and "expects shape [-1, 8]" in r.json()["error"]
