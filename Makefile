@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict bench-anchors
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-tune bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict bench-anchors
 
 # The demo needs only the base install; the tests (and benchmarks) need every extra.
 $(BASE_STAMP): pyproject.toml
@@ -50,6 +50,9 @@ bench-drift: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) benchmarks/train_bench.py
+
+bench-tune: $(STAMP)
+	$(PY) benchmarks/tune_bench.py
 
 bench-overload: $(STAMP)
 	$(PY) benchmarks/overload_bench.py
