@@ -1,6 +1,6 @@
 """ONNX Runtime vs the native scikit-learn runtime, in-process, through loopml's serving runtime.
 
-    python benchmarks/onnx_bench.py [--repeat 2000]
+    python benchmarks/onnx_bench.py [--repeat 2000] [--models NAME,...]
 
 Four models, each registered in a temporary workspace (MLflow on SQLite, skops files):
 LogisticRegression on 20 features (StandardScaler in front), RandomForest 100 trees depth 10
@@ -11,6 +11,12 @@ and HistGradientBoosting (defaults) on the same 20 features, and the example fra
 path on (the default) and off, and for the ONNX runtime: median and p99 microseconds per
 call over ``--repeat`` calls, on the same rows, after a warm-up. Answers are compared on the
 probe rows before any time is printed (labels identical, probabilities within 1e-5).
+
+Then the other runtimes (``torch-mlp``: 20-512-512-2 MLP logged with mlflow.pytorch as a
+torch.export archive; ``xgb-100`` / ``lgbm-100``: 100-tree classifiers logged with
+mlflow.xgboost / mlflow.lightgbm): the native runtime (torch / xgboost / lightgbm) vs ONNX FP32
+(adopted on parity) vs ONNX INT8 (dynamic quantization, adopted only within the default
+tolerance of the metric), on 1 and 64 rows, with each model's parity figure and INT8 size.
 """
 
 from __future__ import annotations
@@ -66,11 +72,86 @@ def timed_calls(runtime, rows, repeat: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(0.99 * (len(samples) - 1))]
 
 
+OTHER = ("torch-mlp", "xgb-100", "lgbm-100")
+
+
+def register_flavor(ws, name: str, save) -> str:
+    """``save(path)`` writes an MLflow model folder (mlflow.pytorch / xgboost / lightgbm); registered."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.tracking_uri)
+    exp = client.get_experiment_by_name("bench")
+    exp_id = exp.experiment_id if exp else client.create_experiment("bench", artifact_location=(ws.home / "bench").as_uri())
+    run = client.create_run(exp_id)
+    local = Path(tempfile.mkdtemp(prefix="onnx-bench-model-")) / "model"
+    save(str(local))
+    client.log_artifacts(run.info.run_id, str(local), "model")
+    client.set_terminated(run.info.run_id)
+    try:
+        client.create_registered_model(name)
+    except Exception:  # noqa: BLE001 - exists already
+        pass
+    return str(client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id).version)
+
+
+def other_runtimes(ws, reg, X: pd.DataFrame, y: pd.Series, names: list[str], repeat: int) -> None:
+    """PyTorch (mlflow.pytorch, torch.export), XGBoost and LightGBM: native runtime vs ONNX FP32
+    vs ONNX INT8 (dynamic quantization; adopted only within serving.quantize_tolerance)."""
+    import lightgbm as lgb
+    import mlflow.lightgbm
+    import mlflow.pytorch
+    import mlflow.xgboost
+    import torch
+    import xgboost as xgb
+
+    from loopml.registry.optimize import optimize_version
+    from loopml.serve.runtime import ModelRuntime, Rows
+
+    Xf = X.to_numpy(np.float32)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                              torch.nn.Linear(512, 2)).eval()
+    savers = {
+        "torch-mlp": lambda p: mlflow.pytorch.save_model(net, p, serialization_format="pt2", input_example=Xf[:4],
+                                                         pip_requirements=["torch"]),
+        "xgb-100": lambda p: mlflow.xgboost.save_model(
+            xgb.XGBClassifier(n_estimators=100, max_depth=6, n_jobs=1).fit(Xf, y), p, input_example=Xf[:3],
+            pip_requirements=["xgboost"]),
+        "lgbm-100": lambda p: mlflow.lightgbm.save_model(
+            lgb.LGBMClassifier(n_estimators=100, n_jobs=1, verbose=-1).fit(Xf, y), p, input_example=Xf[:3],
+            serialization_format="skops", pip_requirements=["lightgbm"]),
+    }
+    print(f"Other runtimes: native vs ONNX FP32 vs ONNX INT8, in-process predict_sync, median / p99 us per call "
+          f"over {repeat} calls")
+    header = f"{'model':<10} {'rows':>4} | {'runtime':<8} {'native':>15} | {'onnx fp32':>15} | {'onnx int8':>15} | parity fp32"
+    print(header)
+    print("-" * len(header))
+    notes = []
+    for name in names:
+        ref = reg.resolve(name, register_flavor(ws, name, savers[name]))
+        native = ModelRuntime(reg, ref, predict_in_thread=False).load()
+        fp32_res = optimize_version(reg, ref)
+        fp32 = ModelRuntime(reg, reg.resolve(name, ref.version), predict_in_thread=False).load() if fp32_res.adopted else None
+        q_res = optimize_version(reg, ref, quantize=True)
+        q = q_res.report.get("quantization") or {}
+        int8 = (ModelRuntime(reg, reg.resolve(name, ref.version), predict_in_thread=False).load()
+                if q.get("adopted") else None)
+        parity = fp32_res.report.get("max_proba_diff", fp32_res.report.get("max_value_diff", float("nan")))
+        notes.append(f"  {name:<10} fp32: {fp32_res.reason}\n  {'':<10} int8: {q.get('reason', q_res.reason)}")
+        for n in (1, 64):
+            rows = Rows({"input-0": Xf[1000:1000 + n]}, n)
+            t = [timed_calls(r, rows, repeat) if r is not None else None for r in (native, fp32, int8)]
+            cell = [f"{x[0]:>7.0f} / {x[1]:>5.0f}" if x else f"{'-':>15}" for x in t]
+            print(f"{name:<10} {n:>4} | {native.runtime_name:<8} {cell[0]} | {cell[1]} | {cell[2]} | {parity:.1e}")
+    print("optimize_version outcomes:")
+    print("\n".join(notes))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2000)
-    ap.add_argument("--models", default="logreg-20,rf-100x10,hgb-default,fraud-demo",
-                    help="Comma-separated subset of the four models.")
+    ap.add_argument("--models", default="logreg-20,rf-100x10,hgb-default,fraud-demo," + ",".join(OTHER),
+                    help="Comma-separated subset of the models.")
     args = ap.parse_args()
     wanted = set(args.models.split(","))
 
@@ -103,6 +184,7 @@ def main() -> None:
     feeds = {}
     refs = {}
     models = {k: v for k, v in models.items() if k in wanted}
+    others = [k for k in OTHER if k in wanted]
     for name, model in models.items():
         refs[name] = reg.resolve(name, register(ws, name, model, X.head(3)))
         feeds[name] = X.sample(64, random_state=1).reset_index(drop=True)
@@ -151,6 +233,9 @@ def main() -> None:
     print("optimize_version (conversion + parity on the probe set + logging to MLflow), seconds:")
     for name, seconds, res in costs:
         print(f"  {name:<12} {seconds:6.2f} s  {'adopted' if res.adopted else 'refused'}: {res.reason}")
+    if others:
+        print()
+        other_runtimes(ws, reg, X, y, others, args.repeat)
 
 
 if __name__ == "__main__":
