@@ -389,3 +389,14 @@ class PlatformNotStarted(LoopmlError):
     def __init__(self, folder: str) -> None:
         self.folder = folder
         super().__init__(f"no platform in {folder}; start one with 'loopml platform up --dir {folder}'")
+
+
+class ObjectNotPublished(LoopmlError):
+    """An object-store name has no complete publication (never published, or a file fails its
+    manifest's checksum): see loopml.platform.objstore."""
+
+    http_status = 404
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(f"{url}: {reason}")
