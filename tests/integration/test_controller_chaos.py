@@ -2,6 +2,7 @@
 
 Throughout: the server keeps answering (no failed request), exactly one version is champion,
 at most one rollout is active, and every decision in the state store has its audit record.
+Run on both state stores: the workspace's SQLite file and PostgreSQL (``LOOPML_STATE_URI``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import yaml
 
 from loopml.demo.traffic import Traffic
@@ -30,8 +32,23 @@ def _state(store: StateStore, model: str):
     return ((r[0].id, r[0].status, r[0].step) if r else None, (t[0].id, t[0].status) if t else None)
 
 
-def test_sigkill_controller_at_every_step(registered_model, project):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def chaos_state_uri(request, monkeypatch):
+    """The state store every process of the test uses (set in the environment they inherit)."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("LOOPML_STATE_URI", raising=False)
+        return None
+    uri = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("LOOPML_STATE_URI", uri)
+    return uri
+
+
+def test_sigkill_controller_at_every_step(registered_model, project, chaos_state_uri):
     ws, name = registered_model
+    if chaos_state_uri is not None:
+        from loopml.config import Workspace
+
+        ws = Workspace(ws.home, state_uri_override=chaos_state_uri)
     spec_path = project / "loopml.yaml"
     raw = yaml.safe_load(spec_path.read_text())
     raw["rollout"] = {"steps": [{"kind": "shadow", "min_requests": 30}, {"kind": "canary", "weight": 0.2},
@@ -39,9 +56,9 @@ def test_sigkill_controller_at_every_step(registered_model, project):
                       "max_p99_ratio": 10.0}  # crash safety here; latency has its own test
     raw["triggers"] = {"on_drift": False}
     spec_path.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "LOOPML_HOME": str(ws.home), "LOOPML_ADMIN_TOKEN": TOKEN}
+    env = {**os.environ, "LOOPML_HOME": str(ws.home), "LOOPML_ADMIN_TOKEN": TOKEN}  # with LOOPML_STATE_URI
     server = ServerProcess(ws, [f"{name}@champion"], poll_interval=0.5, token=TOKEN).start()
-    store = StateStore(ws.state_db)
+    store = StateStore(ws.state_uri)
     store.add_trigger(name, "manual", "chaos test")
     reg = Registry(ws)
     df = pd.read_csv(project / "data" / "transactions_recent.csv")
@@ -50,7 +67,7 @@ def test_sigkill_controller_at_every_step(registered_model, project):
     final = None
     try:
         with Traffic(server.url, df, feats, workers=3) as traffic:
-            deadline = time.monotonic() + 240
+            deadline = time.monotonic() + 400  # a bound for a loaded CI machine, not a timing claim
             while time.monotonic() < deadline and final is None:
                 before = _state(store, name)
                 proc = subprocess.Popen([sys.executable, "-m", "loopml.cli.main", "up", "-p", str(project)],
@@ -75,10 +92,14 @@ def test_sigkill_controller_at_every_step(registered_model, project):
         assert traffic.errors == 0, traffic.failures
         assert final.challenger in traffic.counts and "1" in traffic.counts
         # every decision the store recorded has its audit record (duplicates allowed, never a loss)
-        events = [c for c in audit.read(ws.audit_log, name) if c.version == final.challenger]
+        events = [c for c in audit.read(ws, name) if c.version == final.challenger]  # the store's table
         advances = [d for d in final.decisions if d["action"] == "advance"]
         assert len(advances) == 3
         assert len([c for c in events if c.action == "rollout-advance"]) >= len(advances)
+        assert [c for c in audit.read(ws, name) if c.alias == "champion"][-1].version == final.challenger
+        # the JSONL export says the same on this machine
         assert [c for c in audit.read(ws.audit_log, name) if c.alias == "champion"][-1].version == final.challenger
+        if chaos_state_uri is not None:  # the rollout really lived in PostgreSQL, not in a local file
+            assert StateStore(ws.state_db).rollouts(name) == []
     finally:
         server.stop()
