@@ -1,10 +1,15 @@
 """Overload benchmark: does ``loopml serve`` shed load early and stay fast for what it accepts?
 
     python benchmarks/overload_bench.py [--duration 8] [--src CHECKOUT] [--serve-arg=--max-inflight=0]
+        [--anchor-src OLD_CHECKOUT | --anchor-arg=--predict-in-thread=never | --no-anchor] [--connections N]
 
 Scaffolds the ``loopml new`` project in a temporary folder, trains and registers its model,
-starts ``loopml serve`` on it (from ``--src``, default this checkout: pass a git worktree of
-an older commit to measure that), then:
+starts ``loopml serve`` on it (from ``--src``, default this checkout) and beside it an anchor
+serving the same model: ``--anchor-src`` (a git worktree of an older commit), else this
+checkout with ``--anchor-arg`` flags (default ``--predict-in-thread=never``: the model on the
+event loop, as before it was an option). Every phase below runs on both, one after the other,
+alternating which goes first, so the two see the same machine (a shared VM's load moves a lot
+within minutes). Then:
 
 1. capacity: wrk (2 threads) at 4..512 connections, 3 s each; capacity = the fewest
    connections reaching 90% of the best throughput of 200s (503s do not count: a server that
@@ -319,6 +324,11 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=8, help="seconds per burst")
     ap.add_argument("--src", type=Path, default=ROOT, help="checkout whose loopml is served (default: this one)")
     ap.add_argument("--serve-arg", action="append", default=[], help="extra 'loopml serve' argument (repeatable)")
+    ap.add_argument("--anchor-src", type=Path, help="also serve this checkout (e.g. a git worktree of an older "
+                    "commit) and measure it phase by phase beside --src, alternating which goes first")
+    ap.add_argument("--anchor-arg", action="append", default=[], help="extra 'loopml serve' argument of the anchor "
+                    "(repeatable; with no --anchor-src the anchor is this checkout with these arguments)")
+    ap.add_argument("--no-anchor", action="store_true", help="measure --src alone")
     ap.add_argument("--connections", type=int, help="skip the capacity search: 1x = this many connections")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
@@ -330,68 +340,98 @@ def main() -> None:
     env.update(LOOPML_HOME=str(tmp / "ws"))
     proj, record = prepare(src, tmp, env)
     body = json.dumps({"dataframe_records": [record]}).encode()
-    port = free_port()
-    req = request_bytes(port, body)
     script = tmp / "post.lua"
     script.write_text(WRK_LUA.format(body=json.dumps(body.decode())))
-    log = tmp / "server.log"
-    server = start_server(src, proj, env, port, args.serve_arg, log)
+    # (label, checkout, extra args): "ours" and, when asked, the anchor; both serve the same model
+    wanted = [("ours", src, args.serve_arg)]
+    if not args.no_anchor:
+        if not (args.anchor_src or args.anchor_arg) and src == ROOT:
+            args.anchor_arg = ["--predict-in-thread=never"]
+        wanted.insert(0, ("anchor", (args.anchor_src or src).resolve(), args.anchor_arg))
+    servers: dict[str, tuple[subprocess.Popen, int, bytes]] = {}
     try:
-        wait_ready(port, req, server, log)
-        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        print(f"# overload: loopml serve from {src} ({commit}), model '{NAME}' (loopml new), "
-              f"POST /invocations one row; extra args {args.serve_arg or 'none'}; {os.cpu_count()} cores")
-        for line in log.read_text().splitlines():  # its runtime and where it predicts (newer servers)
-            if line.startswith(f"loopml serve: {NAME} version"):
-                print("#", line)
-        wrk(port, script, 16, 2)  # warm-up
+        for label, where, extra in wanted:
+            port = free_port()
+            log = tmp / f"server-{label}.log"
+            proc = start_server(where, proj, env, port, extra, log)
+            servers[label] = (proc, port, request_bytes(port, body))
+            wait_ready(port, servers[label][2], proc, log)
+            commit = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip()
+            print(f"# {label}: loopml serve from {where} ({commit}), model '{NAME}' (loopml new), POST /invocations "
+                  f"one row; extra args {extra or 'none'}; {os.cpu_count()} cores")
+            for line in log.read_text().splitlines():  # its runtime and where it predicts (newer servers)
+                if line.startswith(f"loopml serve: {NAME} version"):
+                    print("#", line)
+            wrk(port, script, 16, 2)  # warm-up
         if args.connections:
             knee, curve = args.connections, []
         else:
-            knee, curve = capacity(port, script)
-            print("capacity curve (connections: 200s/s): " + ", ".join(f"{c}: {r:,.0f}" for c, r in curve))
+            knee, curve = capacity(servers["ours"][1], script)
+            print("capacity curve of ours (connections: 200s/s): " + ", ".join(f"{c}: {r:,.0f}" for c, r in curve))
         print(f"capacity: {knee} connections")
-        rows = []
+        labels = list(servers)
+        rows: dict[str, list[dict]] = {label: [] for label in labels}
+        paced_rows: dict[str, list[dict]] = {label: [] for label in labels}
+        phase = 0
+
+        def each(run) -> None:  # one phase on every server, the first one alternating between phases
+            nonlocal phase
+            order = labels if phase % 2 == 0 else labels[::-1]
+            phase += 1
+            for label in order:
+                _, port, req = servers[label]
+                settle(port, req)
+                run(label, port, req)
+
         for mult in (1, 2, 4):
-            settle(port, req)
-            r = burst(port, req, knee * mult, args.duration)
-            r.update(mult=mult, connections=knee * mult)
-            rows.append(r)
-            print(json.dumps(r))
-        base = rows[0]["p99_200"]
-        print()
-        print("| load | connections | answers/s | 200s/s | 503 share | p50 / p99 of 200s | p99 vs 1x "
-              "| p50 / p99 of 503s | fresh request after |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            ok_rate = r["statuses"].get(200, 0) / (args.duration - 1.0)
-            print(f"| {r['mult']}x | {r['connections']} | {r['rps']:,.0f} | {ok_rate:,.0f} | {r['share_503']:.1%} "
-                  f"| {r['p50_200']:.1f} / {r['p99_200']:.1f} ms | {r['p99_200'] / base:.2f}x "
-                  f"| {r['p50_503']:.2f} / {r['p99_503']:.2f} ms | {r['fresh_ms']:.1f} ms ({r['fresh_status']}) |")
-        capacity_rps = rows[0]["statuses"].get(200, 0) / (args.duration - 1.0)
-        paced_rows = []
+            def closed(label, port, req, mult=mult):
+                r = burst(port, req, knee * mult, args.duration)
+                r.update(mult=mult, connections=knee * mult)
+                rows[label].append(r)
+                print(label, json.dumps(r))
+            each(closed)
+        # one rate for every server: the mean of their 200s per second at 1x
+        capacity_rps = sum(rows[label][0]["statuses"].get(200, 0) for label in labels) / len(labels) / (args.duration - 1.0)
         for mult in (1, 2):
-            settle(port, req)
-            r = paced(port, req, mult * capacity_rps, args.duration)
-            r.update(mult=mult)
-            paced_rows.append(r)
-            print(json.dumps(r))
-        print(f"\nopen loop: requests at a fixed rate, 1x = {capacity_rps:,.0f}/s (the 200s/s of the 1x burst); "
+            def opened(label, port, req, mult=mult):
+                r = paced(port, req, mult * capacity_rps, args.duration)
+                r.update(mult=mult)
+                paced_rows[label].append(r)
+                print(label, json.dumps(r))
+            each(opened)
+        print()
+        print("| load | server | connections | answers/s | 200s/s | 503 share | p50 / p99 of 200s | p99 vs 1x "
+              "| p50 / p99 of 503s | fresh request after |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for i in range(3):
+            for label in labels:
+                r, base = rows[label][i], rows[label][0]["p99_200"]
+                ok_rate = r["statuses"].get(200, 0) / (args.duration - 1.0)
+                print(f"| {r['mult']}x | {label} | {r['connections']} | {r['rps']:,.0f} | {ok_rate:,.0f} "
+                      f"| {r['share_503']:.1%} | {r['p50_200']:.1f} / {r['p99_200']:.1f} ms | {r['p99_200'] / base:.2f}x "
+                      f"| {r['p50_503']:.2f} / {r['p99_503']:.2f} ms | {r['fresh_ms']:.1f} ms ({r['fresh_status']}) |")
+        print(f"\nopen loop: requests at a fixed rate, 1x = {capacity_rps:,.0f}/s (the 200s/s at 1x connections); "
               "latency from the moment each request was due")
-        print("| load | rate/s | 200s/s | 503 share | errors | p50 / p99 of 200s | p50 / p99 of 503s | fresh request after |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in paced_rows:
-            ok_rate = r["statuses"].get(200, 0) / (args.duration - 1.0)
-            print(f"| {r['mult']}x | {r['rate']:,.0f} | {ok_rate:,.0f} | {r['share_503']:.1%} | {r['statuses'].get(0, 0)} "
-                  f"| {r['p50_200']:.1f} / {r['p99_200']:.1f} ms | {r['p50_503']:.2f} / {r['p99_503']:.2f} ms "
-                  f"| {r['fresh_ms']:.1f} ms ({r['fresh_status']}) |")
+        print("| load | server | rate/s | 200s/s | 503 share | errors | p50 / p99 of 200s | p50 / p99 of 503s "
+              "| fresh request after |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for i in range(2):
+            for label in labels:
+                r = paced_rows[label][i]
+                ok_rate = r["statuses"].get(200, 0) / (args.duration - 1.0)
+                print(f"| {r['mult']}x | {label} | {r['rate']:,.0f} | {ok_rate:,.0f} | {r['share_503']:.1%} "
+                      f"| {r['statuses'].get(0, 0)} | {r['p50_200']:.1f} / {r['p99_200']:.1f} ms "
+                      f"| {r['p50_503']:.2f} / {r['p99_503']:.2f} ms | {r['fresh_ms']:.1f} ms ({r['fresh_status']}) |")
         print("\ngoal at 2x: p99 of 200s within 3x of 1x, 503s under 5 ms, fresh request under 100 ms")
+        print(f"machine load average at the end (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+              f"on {os.cpu_count()} cores")
         if args.json:
             args.json.write_text(json.dumps({"capacity": knee, "curve": curve, "rows": rows, "open_loop": paced_rows},
                                             indent=2))
     finally:
-        stop(server)
+        for proc, _, _ in servers.values():
+            stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
