@@ -57,7 +57,11 @@ def _table(rows, title: str) -> Table:
 @app.command()
 def up(folder: DirOpt = DEFAULT_DIR,
        project: Annotated[Optional[Path], typer.Option("--project", "-p", help="Project whose monitoring.alerts "
-                                                       "Prometheus loads (default: loopml's drift rules).")] = None) -> None:
+                                                       "Prometheus loads (default: loopml's drift rules).")] = None,
+       alert_webhook: Annotated[Optional[str], typer.Option(help="URL Alertmanager sends alerts to (e.g. the "
+                                                            "controller's trigger webhook).")] = None,
+       alert_webhook_token_file: Annotated[Optional[Path], typer.Option(
+           exists=True, dir_okay=False, help="File holding the bearer token for --alert-webhook.")] = None) -> None:
     """Start every engine that is not running (a second `up` restarts only what died) and print
     the environment that points loopml at them."""
     from loopml.monitor.service import load_rules, try_load_spec
@@ -72,6 +76,9 @@ def up(folder: DirOpt = DEFAULT_DIR,
                 err.log(f"{name:<12} {what} ({time.monotonic() - t0:.1f} s)")
 
         rows = plat.up(progress=progress, rules=rules)
+        if alert_webhook:
+            live.update("alertmanager: webhook")
+            plat.set_alert_webhook(alert_webhook, alert_webhook_token_file)
     err.print(_table(rows, f"loopml platform in {plat.root}"))
     if all(r.action == "running" for r in rows):
         err.print("already running; nothing started")

@@ -29,10 +29,12 @@ class Alertmanager:
 
     component = "alertmanager"
 
-    def __init__(self, root: Path, *, port: int | None = None, webhook: str | None = None) -> None:
+    def __init__(self, root: Path, *, port: int | None = None, webhook: str | None = None,
+                 token_file: str | None = None) -> None:
         self.root = Path(root)
         self.port = port
         self.webhook = webhook
+        self.token_file = token_file  # bearer token for the webhook, read by Alertmanager itself
         self.pid: int | None = None
 
     @property
@@ -50,7 +52,10 @@ class Alertmanager:
     def config(self) -> dict:
         receiver: dict = {"name": "loopml"}
         if self.webhook:
-            receiver["webhook_configs"] = [{"url": self.webhook, "send_resolved": True}]
+            hook: dict = {"url": self.webhook, "send_resolved": True}
+            if self.token_file:  # the token stays in its file: not in this config, not in argv
+                hook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": str(self.token_file)}}
+            receiver["webhook_configs"] = [hook]
         return {"route": {"receiver": "loopml", "group_by": ["alertname", "model"], "group_wait": "1s",
                           "group_interval": "10s", "repeat_interval": "1h"},
                 "receivers": [receiver]}
@@ -64,7 +69,7 @@ class Alertmanager:
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port()
-        (self.root / "alertmanager.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
+        self._write_config()
         self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
         try:
             wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
@@ -78,3 +83,30 @@ class Alertmanager:
 
     def healthy(self) -> bool:
         return self.port is not None and http_ok(self.url + "/-/ready")
+
+    def _write_config(self) -> None:
+        (self.root / "alertmanager.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
+
+    def loaded_config(self) -> str:
+        """The configuration the running Alertmanager uses (its ``/api/v2/status``)."""
+        import json
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/api/v2/status", timeout=5) as resp:
+                return json.loads(resp.read())["config"]["original"]
+        except (OSError, ValueError, KeyError):
+            return ""
+
+    def reconfigure(self, webhook: str | None, token_file: str | None = None) -> None:
+        """Point the receiver at ``webhook`` and make the running Alertmanager reload (SIGHUP),
+        returning once its status shows the new configuration."""
+        import os
+        import signal
+
+        self.webhook, self.token_file = webhook, token_file
+        self._write_config()
+        if self.pid:
+            os.kill(self.pid, signal.SIGHUP)
+            want = webhook or "name: loopml"
+            wait_until(self.component, lambda: want in self.loaded_config(), pid=self.pid, log=self.log, timeout=30)

@@ -69,7 +69,9 @@ class Platform:
         ports = {name: state.get(name, {}).get("ports", {}) for name in ORDER}
         pg = PostgresServer(self.root / "postgres", port=ports["postgres"].get("main"))
         s3 = SeaweedS3(self.root / "seaweedfs", ports=ports["seaweedfs"], bucket=BUCKET)
-        am = Alertmanager(self.root / "alertmanager", port=ports["alertmanager"].get("main"))
+        hook = state.get("alertmanager", {})
+        am = Alertmanager(self.root / "alertmanager", port=ports["alertmanager"].get("main"),
+                          webhook=hook.get("webhook"), token_file=hook.get("token_file"))
         mlflow = MlflowServer(self.root / "mlflow", backend_uri="", artifacts=f"s3://{BUCKET}/mlflow", env={},
                               port=ports["mlflow"].get("main"))
         prom = Prometheus(self.root / "prometheus", alertmanager=None, port=ports["prometheus"].get("main"))
@@ -118,7 +120,7 @@ class Platform:
                     for db in ("mlflow", "loopml"):
                         comp.create_database(db)
                 actions[name] = "restarted" if was else "started"
-                state[name] = {"pid": comp.pid if name != "postgres" else comp.read_pid(),
+                state[name] = {**state.get(name, {}), "pid": comp.pid if name != "postgres" else comp.read_pid(),
                                "ports": self._ports(name, comp), "url": self._url(name, comp),
                                "start_s": round(time.monotonic() - t0, 2)}
                 self._write_state(state)  # after each: a failure later still leaves a record `down` uses
@@ -184,6 +186,17 @@ class Platform:
             "AWS_SECRET_ACCESS_KEY": secret,
             "AWS_REGION": REGION,
         }
+
+    def set_alert_webhook(self, url: str | None, token_file: str | Path | None = None) -> None:
+        """Send Alertmanager's notifications to ``url`` (e.g. the controller's trigger webhook),
+        authenticated with the bearer token in ``token_file``; kept across restarts."""
+        with self._lock():
+            state = self.read_state()
+            am = self._components(state)["alertmanager"]
+            token = str(Path(token_file).resolve()) if token_file else None
+            am.reconfigure(url, token)
+            state.setdefault("alertmanager", {}).update(webhook=url, token_file=token)
+            self._write_state(state)
 
     def add_scrape_targets(self, name: str, targets: list[str]) -> Path:
         """Have Prometheus scrape loopml servers (``host:port``) under the file name ``name``."""
