@@ -1,13 +1,15 @@
 """ONNX as the serving fast path: convert a version, check parity, adopt or refuse.
 
-:func:`optimize_version` converts a registered scikit-learn pipeline with skl2onnx, logs
-the ONNX model beside the native one (``onnx/`` in the version's run: ``model.onnx``,
-``model.onnx.data`` when ONNX keeps weights apart, and ``parity.json``), and adopts it
-(tag ``loopml.runtime=onnx``) only when, on a probe set (the version's input example plus
-rows synthesised from its signature and training profile), the labels are identical and
-the probabilities (or regression values) within 1e-5 of the native model's. Anything else
-tags ``loopml.runtime=native`` and ``loopml.onnx_refused=<why>``; the native model keeps
-serving. Conversion never raises for a model it cannot take: it says why.
+:func:`optimize_version` converts a registered model to ONNX (scikit-learn pipelines with
+skl2onnx here; PyTorch, loopml's torch models, XGBoost and LightGBM in
+:mod:`loopml.registry.onnx_models`), logs the ONNX model beside the native one (``onnx/`` in
+the version's run: ``model.onnx``, ``model.onnx.data`` when ONNX keeps weights apart, and
+``parity.json``), and adopts it (tag ``loopml.runtime=onnx``) only when, on a probe set (the
+version's input example plus rows synthesised from its signature and training profile, see
+:mod:`loopml.registry.probes`), the labels are identical and the probabilities (or regression
+values) within 1e-5 of the native model's. Anything else tags ``loopml.runtime=native`` and
+``loopml.onnx_refused=<why>``; the native model keeps serving. Conversion never raises for a
+model it cannot take: it says why. Optional INT8 on top: :mod:`loopml.registry.quantize`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from loopml.registry.onnx_converters import MISSING_STRING  # what a missing string is fed to ONNX as
+from loopml.registry.probes import _profile, probe_frame  # noqa: F401 - probe_frame is part of this module's API
 from loopml.serve.runtimes.base import ONNX_ARTIFACT_PATH, ONNX_FILE, ONNX_REFUSED_TAG, RUNTIME_TAG
 
 PRECISION_TAG = "loopml.onnx_precision"  # "fp32", or "int8" when quantization was adopted
@@ -286,61 +289,3 @@ def save(proto: Any, folder: str, external_data_bytes: int = EXTERNAL_DATA_BYTES
                         location=ONNX_FILE + ".data", size_threshold=1024)  # shapes stay inline
     else:
         onnx.save_model(proto, path)
-
-
-def _profile(registry: Any, ref: Any) -> Any:
-    try:
-        return registry.reference_profile(ref)
-    except Exception:  # noqa: BLE001 - no training profile: synthesise from the example alone
-        return None
-
-
-def probe_frame(inputs: list[dict], example: Any, profile: Any, n: int, seed: int = 0) -> Any:
-    """The rows parity is checked on, typed as the serving path types them: the input example,
-    then ``n`` rows drawn from the training profile (numbers across and a little beyond their
-    range, categories by frequency plus an unseen one and a missing one), else around the
-    example's values."""
-    import pandas as pd
-
-    from loopml.serve.runtimes.columns import InputColumn
-
-    rng = np.random.default_rng(seed)
-    cols: dict[str, Any] = {}
-    ex = pd.DataFrame(example) if example is not None else pd.DataFrame()
-    for c in inputs:
-        name, kind = c["name"], c.get("type", "double")
-        prof = getattr(profile, "columns", {}).get(name) if profile is not None else None
-        seen = ex[name].tolist() if name in ex.columns else []
-        if kind in ("double", "float", "long", "integer"):
-            lo, hi = _range(prof, seen)
-            span = hi - lo or 1.0
-            values = rng.uniform(lo - 0.1 * span, hi + 0.1 * span, n)
-            values[: min(n, 3)] = [lo, hi, 0.0][: min(n, 3)]
-            if kind in ("long", "integer"):
-                values = np.round(values)
-            elif any(v is None or v != v for v in seen) and n > 3:
-                values[3] = np.nan  # the example has missing numbers: so does the probe set
-            cols[name] = seen + values.tolist()
-        elif kind == "boolean":
-            cols[name] = seen + (rng.random(n) < 0.5).tolist()
-        else:
-            cats = list((prof.frequencies if prof is not None and prof.frequencies else {}).keys())
-            cats = cats or sorted({str(v) for v in seen if v is not None}) or ["a"]
-            draws = [cats[i] for i in rng.integers(0, len(cats), n)]
-            draws[: min(n, 2)] = ["\u00abunseen\u00bb", None][: min(n, 2)]
-            cols[name] = seen + draws
-    typed = {}
-    for c in inputs:  # exactly the serving path's typing (the runtime's InputColumn conversion)
-        from loopml.serve.runtimes.columns import _to_column
-
-        typed[c["name"]] = _to_column(InputColumn(c["name"], c.get("type", "double")), cols[c["name"]])
-    return pd.DataFrame(typed, copy=False)
-
-
-def _range(prof: Any, seen: list) -> tuple[float, float]:
-    if prof is not None and prof.min is not None and prof.max is not None:
-        return float(prof.min), float(prof.max)
-    vals = [float(v) for v in seen if v is not None and v == v]
-    if vals:
-        return min(vals) - 1.0, max(vals) + 1.0
-    return -3.0, 3.0
