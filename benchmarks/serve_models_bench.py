@@ -112,12 +112,17 @@ def wrk_1(url: str, script: Path, duration: int) -> dict:
     p50 = re.search(r"\s50(?:\.000)?%\s+(\S+)", out)
     p99 = re.search(r"\s99(?:\.000)?%\s+(\S+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    timeouts = re.search(r"Socket errors:.*timeout (\d+)", out)
+    done = re.search(r"(\d+) requests in", out)
+    if done is not None and int(done.group(1)) == 0:  # no answer at all: wrk prints no percentiles
+        return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "non2xx": 0,
+                "timeouts": int(timeouts.group(1)) if timeouts else 0}
     if not (rps and p50 and p99):
         raise RuntimeError(f"cannot parse wrk output:\n{out}")
     from serve_bench import _ms
 
     return {"rps": float(rps.group(1)), "p50": _ms(p50.group(1)), "p99": _ms(p99.group(1)),
-            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "timeouts": int(timeouts.group(1)) if timeouts else 0}
 
 
 def main() -> None:
@@ -231,7 +236,10 @@ def render(results, names, servers, onnx, runtimes, duration) -> str:
         if r is None:
             return "-"
         bad = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
-        return f"{r[key]:,.0f}{bad}" if key == "rps" else f"{r[key]:.1f}"
+        bad += f" ({r['timeouts']} timed out)" if r.get("timeouts") else ""
+        if key == "rps" and r["rps"] == 0:
+            return f"0: no answer in {duration} s{bad}"
+        return f"{r[key]:,.0f}{bad}" if key == "rps" else "-" if r[key] != r[key] else f"{r[key]:.1f}"
 
     def ratio(a, b, name):
         ra, rb = results.get((a, name)), results.get((b, name))
