@@ -400,3 +400,8 @@ class ObjectNotPublished(LoopmlError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         super().__init__(f"{url}: {reason}")
+
+
+class DeployError(LoopmlError):
+    """``loopml deploy k8s``: a values file or value that cannot become manifests (unknown key,
+    wrong type, a credential written inline instead of referenced from a Secret)."""
