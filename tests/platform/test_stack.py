@@ -46,3 +46,15 @@ def test_exported_secret_is_a_command_not_the_value(tmp_path):
     assert shown["LOOPML_STATE_URI"] == "postgresql://loopml@127.0.0.1:5/loopml"
     assert shown["AWS_ENDPOINT_URL"] == "http://127.0.0.1:7"
     assert plat.environment(secrets=True)["AWS_SECRET_ACCESS_KEY"] == "s3cr3t"
+
+
+def test_environment_of_a_half_started_platform_is_a_clear_error(tmp_path):
+    import pytest
+
+    from loopml.errors import PlatformNotStarted
+
+    plat = Platform(tmp_path / "p")
+    plat.root.mkdir()
+    plat.state_file.write_text(json.dumps({"postgres": {"ports": {"main": 5}}}))  # up failed after postgres
+    with pytest.raises(PlatformNotStarted, match="loopml platform up"):
+        plat.environment()

@@ -174,6 +174,10 @@ class Platform:
         """The variables that point loopml at this platform. Without ``secrets`` the S3 secret key
         is a shell command reading its file (``$(cat ...)``), fit to print."""
         state = self.read_state()
+        if not {"postgres", "seaweedfs", "mlflow"} <= set(state):
+            from loopml.errors import PlatformNotStarted
+
+            raise PlatformNotStarted(str(self.root))  # an `up` that failed before MLflow ran
         comps = self._components(state)
         pg, s3 = comps["postgres"], comps["seaweedfs"]
         secret = s3.secret_key() if secrets else f"$(cat {s3.secret_file})"
