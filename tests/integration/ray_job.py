@@ -66,11 +66,14 @@ def tune_main(root: Path) -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     _mount()
-    for kind, (model, tuning), flags in (("sklearn", TUNE_SKLEARN, []), ("torch", TUNE_TORCH, ["--json"])):
+    # the second sklearn run: same spec, same data -> the same sampled configurations, same version
+    for label, kind, (model, tuning), flags in (("sklearn", "sklearn", TUNE_SKLEARN, []),
+                                                ("torch", "torch", TUNE_TORCH, ["--json"]),
+                                                ("sklearn-again", "sklearn", TUNE_SKLEARN, ["--json"])):
         proj = write_project(root / kind, model, extra={"tuning": tuning}, n=400)
-        print(f"TUNE {kind}", flush=True)
+        print(f"TUNE {label}", flush=True)
         app(["tune", "--project", str(proj), "--home", str(root / f"ws-{kind}"), *flags], standalone_mode=False)
-        print(f"END {kind}", flush=True)
+        print(f"END {label}", flush=True)
     ray.shutdown()
 
 

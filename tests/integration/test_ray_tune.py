@@ -24,15 +24,16 @@ def tuned(tmp_path_factory):
     p = subprocess.run(ray_command("tune", str(root)), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     out = {}
-    for kind in ("sklearn", "torch"):
+    for kind in ("sklearn", "torch", "sklearn-again"):
         out[kind] = p.stdout.split(f"TUNE {kind}\n", 1)[1].split(f"END {kind}\n", 1)[0]
     return root, out
 
 
-def _runs(root, kind):
+def _runs(root, kind, nth=0):
+    """The registry, the nth tuning run of ``kind``'s workspace and its trials' child runs."""
     reg = Registry(Workspace(root / f"ws-{kind}"))
-    runs = reg.client.search_runs([reg.experiment_id("tab")])
-    parent = next(r for r in runs if r.data.tags.get("loopml.reason") == "tune")
+    runs = reg.client.search_runs([reg.experiment_id("tab")], order_by=["attributes.start_time ASC"])
+    parent = [r for r in runs if r.data.tags.get("loopml.reason") == "tune"][nth]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     return reg, parent, children
 
@@ -82,3 +83,13 @@ def test_torch_trials_report_every_epoch_under_asha(tuned):
     tuned_run = reg.client.get_run(result["run_id"])
     assert float(tuned_run.data.params["lr"]) == pytest.approx(best["config"]["lr"])
     assert tuned_run.data.params["hidden"] == str(best["config"]["hidden"])
+
+
+def test_the_same_spec_samples_the_same_configurations(tuned):
+    root, out = tuned
+    _, _, first = _runs(root, "sklearn", 0)
+    _, second_parent, second = _runs(root, "sklearn", 1)
+    assert sorted(c.data.params["C"] for c in first) == sorted(c.data.params["C"] for c in second)
+    result = json.loads(out["sklearn-again"])["result"]
+    assert result["cached"] and result["version"] == "1"  # nothing changed: no second version
+    assert second_parent.data.tags["loopml.tuned_version"] == "1"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -51,7 +51,6 @@ class TuneOutcome:
     best: TrialRow | None
     seconds: float
     finished: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def tuning_split(spec: Any, train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -193,6 +192,7 @@ def run_tuning(spec: Any, train: pd.DataFrame, workspace: Any, registry: Any, pa
     ``LOOPML_RAY_ADDRESS``); every trial becomes a child run of ``parent`` (a TrackedRun)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     from loopml.train.ray_backend import ray_session
 
@@ -208,14 +208,22 @@ def run_tuning(spec: Any, train: pd.DataFrame, workspace: Any, registry: Any, pa
     # Tune's newer console output prints its experiment banner even at verbose=0, into stdout,
     # between our live table and --json; the classic reporter is silent at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # trials log to MLflow through TrialLog; Tune's own CSV/JSON/TensorBoard files per trial are
+    # duplicate work on the driver
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     started = time.time()
     with ray_session(spec):
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_tune_trainable, spec=spec, fit_df=fit_df, val_df=val_df),
                                 {"cpu": 1}),
             param_space=param_space(spec),
+            # random search seeded by data.split.seed: the same spec samples the same configurations
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=t.num_samples, scheduler=scheduler,
-                                        max_concurrent_trials=t.max_concurrent),
+                                        search_alg=BasicVariantGenerator(random_state=spec.data.split.seed),
+                                        max_concurrent_trials=t.max_concurrent,
+                                        # a trial's process is kept for the next one: a new worker
+                                        # imports pandas, scikit-learn, torch again (seconds each)
+                                        reuse_actors=True),
             run_config=tune.RunConfig(name=f"{spec.name}-tune-{parent.run_id}",
                                       storage_path=str(workspace.artifacts / "ray-tune"), callbacks=[log],
                                       verbose=0))
