@@ -117,6 +117,9 @@ def test_optimize_quantize_on_a_pytorch_model_then_serve_tensors_over_oip(worksp
         with torch.inference_mode():
             want = net(torch.from_numpy(rows)).numpy()
         assert np.allclose(np.asarray(got["data"]).reshape(16, 2), want, atol=0.05)  # INT8: close, not equal
+        r = httpx.post(f"{server.url}/invocations", json={"inputs": rows.tolist()}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert np.allclose(np.asarray(r.json()["predictions"]), want, atol=0.05)
         bad = {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP32", "data": [0.0] * 6}]}
         r = httpx.post(f"{server.url}/v2/models/net/infer", json=bad, timeout=30)
         assert r.status_code == 422 and "expects shape [-1, 8]" in r.json()["error"]
