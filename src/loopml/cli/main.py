@@ -41,7 +41,8 @@ def _mount() -> None:
         tune_cmd = None
     if tune_cmd is not None:
         app.command("tune")(tune_cmd)
-    for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor"), ("loopml.cli.platform", "platform")):
+    for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor"), ("loopml.cli.platform", "platform"),
+                         ("loopml.cli.deploy", "deploy")):
         try:
             sub = __import__(module, fromlist=["app"])
         except ImportError:
