@@ -30,7 +30,7 @@ def _secret_env(values: dict) -> list[dict]:
     refs = (("LOOPML_ADMIN_TOKEN", "adminTokenKey"), ("LOOPML_STATE_URI", "stateUriKey"),
             ("AWS_ACCESS_KEY_ID", "awsAccessKeyIdKey"), ("AWS_SECRET_ACCESS_KEY", "awsSecretAccessKeyKey"))
     return [{"name": env, "valueFrom": {"secretKeyRef": {"name": s["existingSecret"], "key": s[key]}}}
-            for env, key in refs]
+            for env, key in sorted(refs)]  # the chart ranges over a dict: Helm sorts its keys
 
 
 def _env(values: dict) -> list[dict]:
