@@ -130,3 +130,33 @@ def test_unsafe_pickle_is_off_by_default(tmp_path, monkeypatch, capsys):
     result, _ = _serve_cli(monkeypatch, capsys, [], tmp_path)
     assert result.exit_code == 0, result.output
     assert os.environ[UNSAFE_PICKLE_ENV] == "" and "UNSAFE" not in result.output
+
+
+def test_grpc_server_options_carry_the_rest_limits():
+    from loopml.serve.settings import grpc_options
+
+    opts = dict(grpc_options(ServeSettings(max_body_bytes=2048, max_header_bytes=4096, keepalive_timeout_s=7.5,
+                                           max_inflight=16)))
+    assert opts["grpc.max_receive_message_length"] == 2048 and opts["grpc.max_metadata_size"] == 4096
+    assert opts["grpc.max_connection_idle_ms"] == 7500 and opts["grpc.max_concurrent_streams"] == 16
+    assert "grpc.max_concurrent_streams" not in dict(grpc_options(ServeSettings(max_inflight=0)))
+
+
+def test_grpc_metadata_past_the_header_cap_is_refused(workspace, fake_registry):
+    """A real gRPC server: metadata under max_header_bytes is served, past it refused (6,000 bytes
+    against 4,096; grpc's default limit, 8 KiB, would take it), as REST answers 431."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    from loopml.serve.server import ServerHandle
+
+    server = ServerHandle(workspace, ["clf"], ServeSettings(poll_interval_s=0, max_header_bytes=4096), grpc_port=0,
+                          registry=fake_registry).start()
+    try:
+        with tc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+            assert client.is_server_live(headers={"x-small": "a" * 1000})
+            with pytest.raises(InferenceServerException):
+                client.is_server_live(headers={"x-big": "a" * 6000})  # grpc default would take it (8 KiB)
+            assert client.is_server_live()  # the server is fine afterwards
+    finally:
+        server.stop()

@@ -197,3 +197,20 @@ class ServeSettings:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def grpc_options(settings: ServeSettings) -> list[tuple[str, int]]:
+    """The REST limits as gRPC server channel arguments, so ``--grpc-port`` is held to the same
+    bounds: request size (``max_body_bytes``), header size (``max_header_bytes``, metadata
+    past it is refused), an idle connection closed after ``keepalive_timeout_s``, and at most
+    ``max_inflight`` concurrent RPCs per connection (HTTP/2 streams; admission still bounds
+    each model across connections, 0 leaves grpc's default)."""
+    options = [("grpc.max_receive_message_length", settings.max_body_bytes),
+               ("grpc.max_send_message_length", -1),
+               # soft and hard limit alike: between the two grpc refuses at random
+               ("grpc.max_metadata_size", settings.max_header_bytes),
+               ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
+               ("grpc.max_connection_idle_ms", int(settings.keepalive_timeout_s * 1000))]
+    if settings.max_inflight:
+        options.append(("grpc.max_concurrent_streams", settings.max_inflight))
+    return options

@@ -38,10 +38,10 @@ class GrpcServer:
         from loopml.serve.grpc.servicer import InferenceServicer
 
         pb2, pb2_grpc = messages.load()
-        cap = self.app.settings.max_body_bytes  # the same request size cap as REST
+        from loopml.serve.settings import grpc_options  # the REST limits (body, headers, idle, streams)
+
         server = grpc.aio.server(options=[("grpc.so_reuseport", int(self.reuse_port)),
-                                          ("grpc.max_receive_message_length", cap),
-                                          ("grpc.max_send_message_length", -1)])
+                                          *grpc_options(self.app.settings)])
         pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.app, pb2), server)
         try:
             bound = server.add_insecure_port(self.address)
