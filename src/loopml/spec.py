@@ -168,7 +168,7 @@ class ServingSpec(_Strict):
     body_timeout_s: float = Field(30.0, gt=0)  # to receive its body after the headers (408)
     keepalive_timeout_s: float = Field(75.0, gt=0)  # idle keep-alive connection closed after
     max_request_id: int = Field(128, ge=1)  # characters of x-request-id / OIP id (400 past it)
-    # where a model predicts: "auto" = in a thread when its warm-up batch took > 200 us, else on
+    # where a model predicts: "auto" = in a thread when its warm-up batch took > 2 ms, else on
     # the event loop (docs/reliability.md, Overload); "always" / "never" force it
     predict_in_thread: Literal["auto", "always", "never"] = "auto"
     # loopml run converts each new version to ONNX and adopts it on parity (registry/optimize.py);

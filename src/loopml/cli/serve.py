@@ -37,7 +37,7 @@ def serve(
     body_timeout_s: Annotated[Optional[float], typer.Option(help="Seconds to receive a body after its headers, 408 past it (default: serving.body_timeout_s, 30).")] = None,
     keepalive_timeout_s: Annotated[Optional[float], typer.Option(help="Seconds an idle keep-alive connection stays open (default: serving.keepalive_timeout_s, 75).")] = None,
     max_request_id: Annotated[Optional[int], typer.Option(help="Characters of a request id, 400 past it (default: serving.max_request_id, 128).")] = None,
-    predict_in_thread: Annotated[Optional[str], typer.Option(help="auto, always or never: predict in a thread, leaving the event loop free; auto = when a model's warm-up batch takes > 200 us (default: serving.predict_in_thread, auto).")] = None,
+    predict_in_thread: Annotated[Optional[str], typer.Option(help="auto, always or never: predict in a thread, leaving the event loop free; auto = when a model's warm-up batch takes > 2 ms (default: serving.predict_in_thread, auto).")] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: off).")] = 2.0,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the prediction log.")] = False,
     allow_unsafe_pickle: Annotated[bool, typer.Option(

@@ -23,7 +23,13 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-THREAD_ABOVE_S = 200e-6  # a batch slower than this holds the loop longer than a thread hop costs
+# A batch slower than this holds the loop long enough to be worth a thread. Not the hop's cost
+# at rest (25-77 us) but its cost under load: the predict thread must win the GIL back from a
+# loop busy answering, up to a switch interval (0.5 ms as loopml serve sets it) each way. At
+# 200 us the loopml new model (ONNX, 0.4-0.8 ms a batch) went to a thread and, in two
+# overload runs, answered 200s at 41-84% of the rate it had inline, its 503s no faster
+# (docs/reliability.md, Overload).
+THREAD_ABOVE_S = 2e-3
 TIMING_RUNS = 5
 
 
