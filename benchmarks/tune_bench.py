@@ -87,7 +87,9 @@ def inner(root: Path) -> None:
         best_tune = best_of(outcome.rows, outcome.mode).metric
         rows.append((name, n, tune_s, loop_s, best_tune, max(plain) if outcome.mode == "max" else min(plain),
                      stopped, metric))
-        print(f"{name}: Ray Tune {tune_s:.1f} s, loop {loop_s:.1f} s", flush=True)
+        print(f"{name}: Ray Tune {tune_s:.1f} s (first trial report after {outcome.first_report_s:.1f} s), "
+              f"loop {loop_s:.1f} s (the loop's work spread over {os.cpu_count()} CPUs: "
+              f"{loop_s / os.cpu_count():.1f} s)", flush=True)
     print()
     print(f"{'search':38} {'trials':>6} {'Tune s':>8} {'loop s':>8} {'Tune/min':>9} {'loop/min':>9} "
           f"{'speed-up':>9} {'best Tune':>10} {'best loop':>10} {'ASHA stops':>10}")

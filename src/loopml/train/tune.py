@@ -51,6 +51,7 @@ class TuneOutcome:
     best: TrialRow | None
     seconds: float
     finished: int = 0
+    first_report_s: float | None = None  # from the start of tuning to the first trial's report
 
 
 def tuning_split(spec: Any, train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -130,11 +131,12 @@ class TrialLog(Callback):
         self.client, self.experiment_id, self.parent_run_id = client, experiment_id, parent_run_id
         self.metric, self.max_reports, self.on_update = metric, max_reports, on_update
         self.rows: dict[str, TrialRow] = {}
+        self.first_report: float | None = None  # when the first trial result arrived (time.time())
 
     def __getstate__(self) -> dict:
         # Tune pickles its run config into the experiment's folder (for Tuner.restore); the live
         # tracking client and the table stay in this process.
-        return {"rows": {}, "client": None, "on_update": lambda rows: None,
+        return {"rows": {}, "client": None, "on_update": lambda rows: None, "first_report": None,
                 **{k: getattr(self, k) for k in ("experiment_id", "parent_run_id", "metric", "max_reports")}}
 
     def _row(self, trial: Any) -> TrialRow:
@@ -162,6 +164,7 @@ class TrialLog(Callback):
 
         row = self._row(trial)
         row.reports += 1
+        self.first_report = self.first_report or time.time()
         row.metric = _finite(result.get(self.metric))
         ts = int(time.time() * 1000)
         step = int(result.get("training_iteration", row.reports)) - 1
@@ -208,9 +211,6 @@ def run_tuning(spec: Any, train: pd.DataFrame, workspace: Any, registry: Any, pa
     # Tune's newer console output prints its experiment banner even at verbose=0, into stdout,
     # between our live table and --json; the classic reporter is silent at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # trials log to MLflow through TrialLog; Tune's own CSV/JSON/TensorBoard files per trial are
-    # duplicate work on the driver
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     started = time.time()
     with ray_session(spec):
         tuner = tune.Tuner(
@@ -231,7 +231,8 @@ def run_tuning(spec: Any, train: pd.DataFrame, workspace: Any, registry: Any, pa
     rows = list(log.rows.values())
     best = best_of(rows, mode)
     outcome = TuneOutcome(metric, mode, rows, best, time.time() - started,
-                          finished=sum(r.status in ("FINISHED", "STOPPED") for r in rows))
+                          finished=sum(r.status in ("FINISHED", "STOPPED") for r in rows),
+                          first_report_s=log.first_report - started if log.first_report else None)
     parent.log_metrics({"trials": len(rows), "trials_finished": outcome.finished, "tune_seconds": outcome.seconds,
                         **({f"best_{metric}": best.metric} if best else {})})
     if best is not None:
