@@ -154,3 +154,36 @@ def test_disabled_parts_are_not_rendered(deployed):
     assert not [k for k in kinds if k[0] in ("NetworkPolicy", "ServiceMonitor") or k[1] == "fraud-controller"]
     server = next(o for o in render(off) if o["kind"] == "Deployment")
     assert server["spec"]["replicas"] == 2
+
+
+def test_pods_call_loopml_as_its_cli_and_settings_define_it(deployed):
+    """The container command lines use options the real commands have, the LOOPML_SERVE_*
+    variables are ones serve/settings.py reads, and the probe paths are routes the server
+    answers: a rename there breaks this test, not a cluster."""
+    import typer
+
+    from loopml.cli.main import _mount, app
+    from loopml.serve.app import _SIMPLE_ROUTES
+    from loopml.serve.settings import SERVING_ENV
+
+    _mount()
+    cli = typer.main.get_command(app)
+    _, paths = deployed
+    for _, pod in _pods(_objects(paths)):
+        c = pod["containers"][0]
+        assert c["command"] == ["loopml"]
+        sub = cli.commands[c["args"][0]]
+        known = {opt for p in sub.params for opt in p.opts}
+        assert {a for a in c["args"][1:] if a.startswith("--")} <= known, (c["args"], known)
+        serve_env = {e["name"] for e in c["env"] if e["name"].startswith("LOOPML_SERVE_")}
+        assert serve_env <= set(SERVING_ENV.values())
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if probe in c:
+                assert c[probe]["httpGet"]["path"] in _SIMPLE_ROUTES
+    objs = {o["kind"]: o for o in _objects(paths)}
+    assert objs["ServiceMonitor"]["spec"]["endpoints"][0]["path"] in _SIMPLE_ROUTES
+    # the HPA's Pods metric is a gauge the server exports under that exact name
+    import loopml.serve.metrics as metrics
+
+    name = objs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert f'GaugeMetricFamily("{name}"' in Path(metrics.__file__).read_text()
