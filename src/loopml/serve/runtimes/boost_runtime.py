@@ -99,10 +99,10 @@ def load_boost_folder(folder: str, conf: dict, flavor: str, name: str, version: 
     elif not allow_unsafe:
         raise UnsafeModelFormat(name, version, fmt)
     else:
-        import cloudpickle
+        import pickle  # a cloudpickle file is a pickle stream (it imports cloudpickle itself if it needs it)
 
         with open(path, "rb") as f:
-            model = cloudpickle.load(f)
+            model = pickle.load(f)  # noqa: S301 - the caller allowed unsafe pickle for this trusted model
     model.set_params(n_jobs=1)
     return model
 
