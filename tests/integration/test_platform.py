@@ -179,6 +179,68 @@ def test_second_up_reports_running_and_restarts_only_what_died(local_platform, p
     assert _cli("platform", "status", "--dir", str(plat.root), env=env).returncode == 0
 
 
+def test_a_drift_gauge_reaches_the_webhook_through_prometheus_and_alertmanager(local_platform, tmp_path):
+    """loopml's own /metrics collector (served by prometheus-client on 127.0.0.1) reports drift;
+    the platform's Prometheus scrapes it, its loopml rule fires, and Alertmanager posts to a
+    webhook with the bearer token from a file."""
+    import http.server
+    import threading
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from loopml.monitor.metrics import MonitorCollector, gauge_samples
+
+    plat = local_platform
+    registry, collector = CollectorRegistry(), MonitorCollector()
+    registry.register(collector)
+    collector.update("fraud", gauge_samples("fraud", {"drift.detected": 1.0, "drift.share": 0.25}))
+    metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+    received: list[tuple[str, dict]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.headers.get("Authorization", ""), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    token.chmod(0o600)
+    try:
+        plat.set_alert_webhook(f"http://127.0.0.1:{hook.server_address[1]}/alerts", token)
+        t0 = time.monotonic()
+        plat.add_scrape_targets("test-server", [f"127.0.0.1:{metrics_server.server_address[1]}"])
+        deadline = t0 + 240
+        firing = None
+        while time.monotonic() < deadline and firing is None:
+            for auth, body in received:
+                names = [a["labels"].get("alertname") for a in body.get("alerts", []) if a["status"] == "firing"]
+                if "LoopmlDriftDetected" in names:
+                    firing = (auth, body)
+            time.sleep(0.5)
+        assert firing is not None, f"no firing alert reached the webhook; got {received}"
+        print(f"drift gauge -> webhook: {time.monotonic() - t0:.1f} s")
+        auth, body = firing
+        assert auth == "Bearer s3cret-token"
+        alert = next(a for a in body["alerts"] if a["labels"]["alertname"] == "LoopmlDriftDetected")
+        assert alert["labels"]["model"] == "fraud" and alert["labels"]["source"] == "loopml"
+        # drift.share 0.25 stays under LoopmlDriftShareHigh's 0.5: that rule does not fire
+        assert not any(a["labels"]["alertname"] == "LoopmlDriftShareHigh" for _, b in received for a in b["alerts"])
+        assert "s3cret-token" not in (plat.root / "alertmanager" / "alertmanager.yml").read_text()
+        assert plat.read_state()["alertmanager"]["webhook"].endswith("/alerts")  # kept for restarts
+    finally:
+        (plat.root / "prometheus" / "targets" / "test-server.json").unlink(missing_ok=True)
+        plat.set_alert_webhook(None)
+        hook.shutdown()
+        metrics_server.shutdown()
+
+
 def test_down_leaves_no_process_and_up_brings_back_the_same_data(local_platform, trained):
     from mlflow import MlflowClient
 
