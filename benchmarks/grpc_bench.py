@@ -264,7 +264,8 @@ def main() -> None:
     for proto, rounds in results.items():
         m = {k: sum(r[k] for r in rounds) / len(rounds) for k in ("rps", "cpu_us", "mean", "p50", "p99")}
         mean[proto] = m
-        print(f"| {proto} | {m['rps']:,.0f} | {m['cpu_us']:,.0f} | {m['mean']:.2f} | {m['p50']:.2f} | {m['p99']:.2f} | "
+        p50, p99 = (f"{m[k]:.2f}" if m[k] == m[k] else "-" for k in ("p50", "p99"))  # h2load gives no percentiles
+        print(f"| {proto} | {m['rps']:,.0f} | {m['cpu_us']:,.0f} | {m['mean']:.2f} | {p50} | {p99} | "
               f"{sum(r['errors'] for r in rounds)} |")
     ratio = mean["gRPC"]["rps"] / mean["REST"]["rps"] if mean["REST"]["rps"] else float("nan")
     cpu = mean["REST"]["cpu_us"] / mean["gRPC"]["cpu_us"] if mean["gRPC"]["cpu_us"] else float("nan")

@@ -2,9 +2,10 @@
 with a grace period (in-flight RPCs finish, new ones are refused).
 
 Why grpc.aio and not grpc's thread-pool server with a hand-off to the loop per RPC: that was
-built and measured (commit 84ed271, ``benchmarks/grpc_bench.py --servers threads,aio``) and
-cost the server as much CPU per RPC or more (610-649 us against 521-810 us; REST 179-276 us
-in the same runs), the extra threads contending for the GIL (docs/benchmarks.md, gRPC vs REST).
+built and measured (commit 84ed271, ``benchmarks/grpc_bench.py --servers threads,aio``): per
+RPC it cost the server 2.6-3.4x the CPU of a REST request in the same rounds, against 2.4-2.9x
+for grpc.aio, its threads contending for the GIL at every hand-off (docs/benchmarks.md, gRPC
+vs REST).
 """
 
 from __future__ import annotations
