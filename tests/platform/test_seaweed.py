@@ -71,11 +71,18 @@ def test_only_loopback_and_the_secret_only_in_a_private_file(seaweed):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
 
 
-def test_stop_ends_the_server(tmp_path):
-    server = SeaweedS3(tmp_path / "s3").start()
-    pid = server.pid
-    server.stop()
-    assert not pid_alive(pid) and not server.healthy()
+def test_stop_ends_the_server_and_removes_its_sockets(tmp_path):
+    import glob
+
+    server = SeaweedS3(tmp_path / "s3")
+    try:
+        server.start()
+        ours = [s for p in server.ports.values() for s in glob.glob(f"/tmp/seaweedfs-*-grpc-{p}.sock")]
+        assert ours  # weed's fixed-path gRPC sockets exist while it runs
+    finally:
+        server.stop()
+    assert not pid_alive(server.pid) and not server.healthy()
+    assert not [s for s in ours if os.path.exists(s)]
 
 
 def test_an_invalid_bucket_name_fails_at_once_and_leaves_no_server(tmp_path):

@@ -8,6 +8,7 @@ gateway reads (``-s3.config``): the secret never appears in argv.
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import sys
@@ -98,6 +99,11 @@ class SeaweedS3:
 
     def stop(self) -> None:
         stop_pid(self.pid)
+        # weed puts its gRPC unix sockets at fixed paths in /tmp (not TMPDIR, not configurable)
+        # and leaves them behind; remove ours once the process is gone
+        for port in self.ports.values():
+            for sock in glob.glob(f"/tmp/seaweedfs-*-grpc-{int(port)}.sock"):
+                Path(sock).unlink(missing_ok=True)
 
     def healthy(self) -> bool:
         """The S3 gateway answers (``/healthz``) and our credentials list the bucket."""
