@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -44,8 +42,6 @@ def _short(v: object) -> str:
 
 
 def tune(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
-         no_promote: Annotated[bool, typer.Option("--no-promote", help="Register the tuned model as challenger "
-                                                                       "only, even if it passes the gate.")] = False,
          as_json: JsonOpt = False) -> None:
     """Tune hyperparameters on Ray Tune (loopml.yaml 'tuning:'); the best goes through the gate."""
     from rich.live import Live
@@ -79,8 +75,7 @@ def tune(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: Tr
     if live is not None:
         live.start()
     try:
-        outcome, result = tune_pipeline(spec, ws, project_dir=project, on_step=say, on_trials=on_trials,
-                                        auto_promote=not no_promote)
+        outcome, result = tune_pipeline(spec, ws, project_dir=project, on_step=say, on_trials=on_trials)
     finally:
         if live is not None:
             live.stop()
