@@ -2,7 +2,6 @@
 
     python benchmarks/grpc_bench.py [--duration 8] [--concurrency 16] [--rows 1]
                                     [--client h2load|python] [--grpc-connections 1]
-    python benchmarks/grpc_bench.py --codec   # in-process: raw tensor decoding, fast path vs NumPy
 
 Scaffolds the ``loopml new`` project in a temporary folder, trains and registers its model,
 starts ``loopml serve --grpc-port`` (one process answering both protocols) and loads it with
@@ -239,33 +238,6 @@ def measure_server(proj: Path, env: dict, record: dict, args, tmp: Path) -> dict
     return results
 
 
-def codec_bench(tensors: int = 20, repeat: int = 20000) -> None:
-    """In-process: ``codec.request_payload`` on a parsed single-row request of ``tensors`` FP64
-    tensors, raw tensors decoded through memoryview (the default) and through NumPy (the
-    previous code, what a big-endian host uses), alternating, best of 5 rounds each."""
-    import timeit
-
-    import numpy as np
-
-    from loopml.serve.grpc import codec, messages
-
-    pb2, _ = messages.load()
-    req = pb2.ModelInferRequest(model_name=NAME)
-    for i in range(tensors):
-        req.inputs.add(name=f"f{i}", datatype="FP64", shape=[1])
-        req.raw_input_contents.append(np.array([0.5 + i]).tobytes())
-    req = pb2.ModelInferRequest.FromString(req.SerializeToString())
-    fast = codec._CAST
-    best = {"memoryview": float("inf"), "numpy": float("inf")}
-    for _ in range(5):
-        for kind, table in (("memoryview", fast), ("numpy", {})):
-            codec._CAST = table
-            best[kind] = min(best[kind], timeit.timeit(lambda: codec.request_payload(req), number=repeat) / repeat)
-    codec._CAST = fast
-    print(f"request_payload, {tensors} FP64 tensors of one value: memoryview {best['memoryview'] * 1e6:.1f} us, "
-          f"numpy {best['numpy'] * 1e6:.1f} us ({best['numpy'] / best['memoryview']:.2f}x)")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=8.0)
@@ -274,10 +246,7 @@ def main() -> None:
     ap.add_argument("--client", choices=("h2load", "python"), default="h2load")
     ap.add_argument("--grpc-connections", type=int, default=1,
                     help="HTTP/2 connections (channels) carrying the gRPC streams (REST: one per request in flight)")
-    ap.add_argument("--codec", action="store_true", help="only the in-process decoding figure (no server)")
     args = ap.parse_args()
-    if args.codec:
-        return codec_bench()
     if args.client == "h2load" and shutil.which("h2load") is None:
         sys.exit("h2load not found: apt-get install -y nghttp2-client (or --client python)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}

@@ -1,5 +1,6 @@
-"""The gRPC codec's raw tensor decoding: the memoryview fast path answers exactly what NumPy's
-little-endian decoding does, for every datatype, and the size checks still refuse bad data."""
+"""The gRPC codec's raw tensor decoding: every datatype decodes to what NumPy's little-endian
+decoding gives (values and Python types), NaN and infinities survive, and the size checks
+refuse raw data that does not fit the shape."""
 
 from __future__ import annotations
 
@@ -41,15 +42,6 @@ def test_raw_decoding_equals_numpy_for_every_datatype(datatype):
 def test_nan_decodes_as_nan():
     data = codec.request_payload(_request("FP64", [math.nan, 1.0], [2]))["inputs"][0]["data"]
     assert math.isnan(data[0]) and data[1] == 1.0
-
-
-@pytest.mark.parametrize("datatype", ["FP64", "INT32", "BOOL"])
-def test_without_the_fast_path_the_answer_is_the_same(datatype, monkeypatch):
-    """Big-endian hosts have no fast path: NumPy decodes, and must agree."""
-    req = _request(datatype, VALUES[datatype], [3])
-    fast = codec.request_payload(req)
-    monkeypatch.setattr(codec, "_CAST", {})
-    assert codec.request_payload(req) == fast
 
 
 def test_raw_data_that_does_not_fit_the_shape_is_refused():
