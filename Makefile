@@ -27,10 +27,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The serving anchors in their own virtualenv (MLServer's pins clash with ours); the same
-# scikit-learn as ours, so the benchmark's joblib files load there unchanged.
+# scikit-learn as ours, so the benchmark's joblib files load there unchanged. Order-only on
+# our install: set up once, not again whenever pyproject.toml changes (rm -rf the folder to redo).
 ANCHORS := benchmarks/.anchors
 MLSERVER_STAMP := $(ANCHORS)/mlserver/.installed
-$(MLSERVER_STAMP): $(STAMP)
+$(MLSERVER_STAMP): | $(STAMP)
 	test -x $(ANCHORS)/mlserver/bin/python || $(PYTHON) -m venv $(ANCHORS)/mlserver
 	$(ANCHORS)/mlserver/bin/python -m pip install -q "mlserver==1.7.*" "mlserver-sklearn==1.7.*" \
 		"scikit-learn==$$($(PY) -c 'import sklearn; print(sklearn.__version__)')"
