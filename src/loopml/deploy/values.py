@@ -14,7 +14,6 @@ from typing import Any
 
 from loopml.errors import DeployError
 
-SERVER_PORT_NAMES = {"http": "port", "grpc": "grpcPort"}
 # the server drains gRPC and REST for this long on SIGTERM (serve/settings.py drain_timeout_s,
 # uvicorn's timeout_graceful_shutdown): the pod's grace period must be longer
 SERVER_DRAIN_S = 30
@@ -89,12 +88,22 @@ def default_values(spec=None, spec_text: str = "", version: str = "latest") -> d
     }
 
 
+# mappings whose keys are the user's (resource names like nvidia.com/gpu), merged like Helm does
+FREE_FORM = ("server.resources", "controller.resources")
+# values Kubernetes takes as a quantity or a number alike
+STRING_OR_NUMBER = ("autoscaling.inflightPerPod", "image.tag")
+
+
 def merge(base: dict, override: dict, where: str = "") -> dict:
     """``base`` with ``override`` laid over it; a key ``base`` lacks or a mapping given a
     scalar is a DeployError naming its dotted path (a typo must not be silently ignored)."""
     out = copy.deepcopy(base)
+    free = any(where == f"{p}." or where.startswith(f"{p}.") for p in FREE_FORM)
     for key, value in (override or {}).items():
         path = f"{where}{key}"
+        if free and not (isinstance(out.get(key), dict) and isinstance(value, dict)):
+            out[key] = copy.deepcopy(value)
+            continue
         if key not in out:
             raise DeployError(f"values: {path}: unknown key; known keys here: {', '.join(sorted(out))}")
         if isinstance(out[key], dict):
@@ -102,8 +111,46 @@ def merge(base: dict, override: dict, where: str = "") -> dict:
                 raise DeployError(f"values: {path}: expected a mapping, got {value!r}")
             out[key] = merge(out[key], value, f"{path}.")
         else:
+            _check_type(path, out[key], value)
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _check_type(path: str, default: Any, value: Any) -> None:
+    """The type values_schema() gives ``path``: what helm's schema check refuses, so do we."""
+    if path in STRING_OR_NUMBER:
+        ok, want = isinstance(value, (str, int, float)) and not isinstance(value, bool), "a string or a number"
+    elif isinstance(default, list):
+        item = str if path == "serving.models" else dict
+        ok, want = isinstance(value, list) and all(isinstance(v, item) for v in value), \
+            f"a list of {'strings' if item is str else 'mappings'}"
+    else:
+        kind = type(default)
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        want = {bool: "true or false", int: "an integer", str: "a string"}[kind]
+    if not ok:
+        raise DeployError(f"values: {path}: expected {want}, got {value!r}")
+
+
+def values_schema(values: dict | None = None, where: str = "") -> dict:
+    """The chart's ``values.schema.json``: the defaults' shape, no unknown key, so ``helm
+    install -f`` refuses a typo as ``loopml deploy k8s --values`` does."""
+    values = default_values() if values is None else values
+    props = {}
+    for key, value in values.items():
+        path = f"{where}{key}"
+        if path in FREE_FORM:
+            props[key] = {"type": "object"}
+        elif path in STRING_OR_NUMBER:
+            props[key] = {"type": ["string", "number"]}
+        elif isinstance(value, dict):
+            props[key] = values_schema(value, f"{path}.")
+        elif isinstance(value, list):
+            props[key] = {"type": "array", "items": {"type": "string" if path == "serving.models" else "object"}}
+        else:
+            props[key] = {"type": {bool: "boolean", int: "integer", str: "string"}[type(value)]}
+    schema = {"type": "object", "additionalProperties": False, "properties": props}
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema} if not where else schema
 
 
 def check(values: dict) -> dict:
