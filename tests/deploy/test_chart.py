@@ -135,3 +135,17 @@ def test_helm_and_loopml_accept_and_refuse_the_same_values(deployed, tmp_path, o
     assert res.returncode == 0, res.stderr
     by_helm = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(res.stdout) if o}
     assert by_helm == {(o["kind"], o["metadata"]["name"]): o for o in ours}
+
+
+def test_default_image_is_this_loopml_version(deployed):
+    """An empty image.tag means the chart's appVersion in Helm and loopml's version in the
+    renderer: the two must be the same version."""
+    from loopml import __version__
+
+    values, paths = deployed
+    assert values["image"]["tag"] == ""
+    chart = yaml.safe_load((ROOT / "deploy" / "helm" / "loopml" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    images = {c["image"] for o in _template(paths["chart"]) if o["kind"] == "Deployment"
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    assert images == {f"ghcr.io/loopml/loopml:{__version__}"}

@@ -32,12 +32,11 @@ def chart_version() -> str:
 
 def project_values(project: Path, values_file: Path | None = None) -> dict:
     """Defaults from the project's loopml.yaml, then ``values_file`` over them, checked."""
-    from loopml import __version__
     from loopml.spec import load_spec
 
     spec = load_spec(project)
     spec_file = project / "loopml.yaml" if project.is_dir() else project
-    values = default_values(spec, spec_file.read_text(), version=__version__)
+    values = default_values(spec, spec_file.read_text())
     if values_file is not None:
         values = merge(values, load_values_file(values_file))
     return check(values)

@@ -65,7 +65,9 @@ def _mounts() -> list[dict]:
 
 
 def _image(values: dict) -> str:
-    return f"{values['image']['repository']}:{values['image']['tag']}"
+    from loopml import __version__
+
+    return f"{values['image']['repository']}:{values['image']['tag'] or __version__}"
 
 
 def _probe(path: str, period: int, failures: int) -> dict:

@@ -25,7 +25,7 @@ _INLINE_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@:]+:[^/@]+@", re.I)
 INLINE_CHECKED = ("trackingUri", "s3EndpointUrl")
 
 
-def default_values(spec=None, spec_text: str = "", version: str = "latest") -> dict[str, Any]:
+def default_values(spec=None, spec_text: str = "") -> dict[str, Any]:
     """The defaults; ``spec`` (a ProjectSpec) supplies the name, ports, limits and alert rules."""
     name = spec.name if spec is not None else "loopml"
     serving = spec.serving if spec is not None else None
@@ -40,7 +40,8 @@ def default_values(spec=None, spec_text: str = "", version: str = "latest") -> d
     drain = SERVER_DRAIN_S
     return {
         "nameOverride": name,
-        "image": {"repository": "ghcr.io/loopml/loopml", "tag": version, "pullPolicy": "IfNotPresent"},
+        # tag "": the chart's appVersion, which is this loopml's version (tests/deploy checks)
+        "image": {"repository": "ghcr.io/loopml/loopml", "tag": "", "pullPolicy": "IfNotPresent"},
         "project": {"name": name, "spec": spec_text or f"name: {name}\n"},
         "serving": {
             "models": [f"{name}@champion"],

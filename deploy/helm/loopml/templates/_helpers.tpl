@@ -6,7 +6,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "loopml.image" -}}
-{{ printf "%s:%s" .Values.image.repository (toString .Values.image.tag) }}
+{{ printf "%s:%s" .Values.image.repository (toString (.Values.image.tag | default .Chart.AppVersion)) }}
 {{- end }}
 
 {{/* Credentials by reference to the existing Secret: never a value in a manifest. */}}
