@@ -90,3 +90,9 @@ def test_unreadable_values_file_exits_2(project, tmp_path, capsys, monkeypatch, 
 def test_folder_without_a_spec_exits_2(tmp_path, capsys, monkeypatch):
     res = _main(capsys, monkeypatch, "-p", str(tmp_path), "--out", str(tmp_path / "out"))
     assert res.returncode == 2 and "loopml.yaml" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_out_that_is_a_file_exits_2(project, tmp_path, capsys, monkeypatch):
+    (tmp_path / "taken").write_text("")
+    res = _main(capsys, monkeypatch, "-p", str(project), "--out", str(tmp_path / "taken"))
+    assert res.returncode == 2 and "--out" in res.stderr and "taken" in res.stderr, res.stderr

@@ -50,7 +50,11 @@ def write(values: dict, out: Path) -> dict[str, Path]:
     """``out/manifests.yaml`` (every object), ``out/values.yaml`` (for ``helm install -f``),
     ``out/chart/loopml`` (the chart, its values.yaml replaced by these) and the packaged
     ``out/loopml-VERSION.tgz``."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission: the user's --out, not our bug
+        raise DeployError(f"--out {out}: cannot create the folder ({exc.strerror}); pass a folder you can "
+                          "write") from None
     manifests = out / "manifests.yaml"
     manifests.write_text(dump_all(render(values)))
     values_path = out / "values.yaml"
