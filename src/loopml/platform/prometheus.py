@@ -81,7 +81,7 @@ class Prometheus:
         (self.root / "prometheus.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
         self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
         try:
-            wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
+            wait_until(self.component, self._wired, pid=self.pid, log=self.log, timeout=timeout)
         except BaseException:
             self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
             raise
@@ -112,6 +112,23 @@ class Prometheus:
         write_private(path, json.dumps([{"targets": targets, "labels": labels or {}}]))
         os.chmod(path, 0o644)
         return path
+
+    def _wired(self) -> bool:
+        """Ready, and (when one is configured) sending to the Alertmanager: Prometheus discovers
+        it asynchronously after becoming ready, and an alert before that would be dropped."""
+        if not self.healthy():
+            return False
+        return not self.alertmanager or any(self.alertmanager in url for url in self._api_list(
+            "/api/v1/alertmanagers", "activeAlertmanagers", "url"))
+
+    def _api_list(self, path: str, key: str, field: str) -> list[str]:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+                return [item[field] for item in json.loads(resp.read())["data"][key]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
 
     def rule_names(self) -> set[str]:
         """Names of the rules Prometheus has loaded (its HTTP API), empty when it does not answer."""

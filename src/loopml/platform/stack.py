@@ -31,6 +31,8 @@ ORDER = ("postgres", "seaweedfs", "mlflow", "alertmanager", "prometheus")
 # reused by the system for something else, so it is neither "running" nor ours to signal.
 PROCESS_MARK = {"postgres": "postgres", "seaweedfs": "weed", "mlflow": "mlflow",
                 "alertmanager": "alertmanager", "prometheus": "prometheus"}
+# Who is started with whose address: when one of these moves, the dependant restarts.
+DEPENDS = {"mlflow": ("postgres", "seaweedfs"), "prometheus": ("alertmanager",)}
 BUCKET = "loopml"
 REGION = "us-east-1"
 # Rules installed when the project has none: the drift gauges every loopml server exports.
@@ -103,19 +105,26 @@ class Platform:
             state = self.read_state()
             comps = self._components(state)
             actions: dict[str, str] = {}
+            moved: set[str] = set()  # components whose URL changed in this `up`
             for name in ORDER:
                 comp = comps[name]
                 self._wire(comps)
-                if self._running(name, comp) and comp.healthy():
+                stale = any(dep in moved for dep in DEPENDS.get(name, ()))
+                if not stale and self._running(name, comp) and comp.healthy():
                     actions[name] = "running"
                     say(name, "running")
                     continue
                 was = name in state
                 say(name, "restarting" if was else "starting")
-                if comp.pid and self._running(name, comp):
-                    self._stop(comp)  # alive but unhealthy: a clean restart
+                if self._running(name, comp):
+                    self._stop(comp)  # alive but unhealthy, or what it connects to moved
+                if any(p and not _port_free(p) for p in self._ports(name, comp).values()):
+                    # someone else took a recorded port while this was down: new ports, new URL
+                    self._forget_ports(name, comp)
                 t0 = time.monotonic()
                 comp.start()
+                if state.get(name, {}).get("url") not in (None, self._url(name, comp)):
+                    moved.add(name)
                 if name == "postgres":
                     for db in ("mlflow", "loopml"):
                         comp.create_database(db)
@@ -247,6 +256,13 @@ class Platform:
         return dict(comp.ports) if name == "seaweedfs" else {"main": comp.port}
 
     @staticmethod
+    def _forget_ports(name: str, comp) -> None:
+        if name == "seaweedfs":
+            comp.ports = {}
+        else:
+            comp.port = None
+
+    @staticmethod
     def _url(name: str, comp) -> str:
         if name == "postgres":
             return comp.url("loopml", with_password=False)
@@ -259,6 +275,20 @@ class Platform:
 
         return prometheus_rules(rules if rules else parse_rules(DEFAULT_RULES, "loopml platform defaults"),
                                 evaluation_interval="15s")
+
+
+def _port_free(port: int) -> bool:
+    """Whether we could listen on 127.0.0.1:``port`` (SO_REUSEADDR, as the engines do, so a
+    socket of ours lingering in TIME_WAIT does not count as taken)."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", int(port)))
+        except OSError:
+            return False
+    return True
 
 
 def _cmdline_has(pid: int, mark: str) -> bool:
