@@ -26,6 +26,8 @@ def test_start_returns_once_the_alertmanager_is_active_and_rules_load_on_write(t
         doc = {"groups": [{"name": "loopml", "rules": [{"alert": "X", "expr": "vector(1) > 0"}]}]}
         prom.write_rules(doc)
         assert prom.rule_names() == {"X"}  # write_rules returned after the reload took effect
+        active = _get(prom.url + "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+        assert [a["url"] for a in active] == [am.url + "/api/v2/alerts"]  # and after the reload's rediscovery
         prom.write_targets("srv", ["127.0.0.1:9"])
         assert json.loads((prom.targets_dir / "srv.json").read_text())[0]["targets"] == ["127.0.0.1:9"]
     finally:

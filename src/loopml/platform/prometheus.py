@@ -102,7 +102,9 @@ class Prometheus:
         self.reload()
         # SIGHUP returns at once; wait until the API shows the rules so callers can rely on them
         names = {r["alert"] for g in document.get("groups", []) for r in g.get("rules", [])}
-        wait_until(self.component, lambda: names <= self.rule_names(), pid=self.pid, log=self.log, timeout=30)
+        # (a reload also restarts Alertmanager discovery: wait for that too)
+        wait_until(self.component, lambda: names <= self.rule_names() and self._wired(), pid=self.pid,
+                   log=self.log, timeout=30)
         return path
 
     def write_targets(self, name: str, targets: list[str], labels: dict[str, str] | None = None) -> Path:
