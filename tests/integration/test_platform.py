@@ -179,6 +179,48 @@ def test_second_up_reports_running_and_restarts_only_what_died(local_platform, p
     assert _cli("platform", "status", "--dir", str(plat.root), env=env).returncode == 0
 
 
+def test_a_port_taken_while_down_moves_the_component_and_restarts_its_dependant(local_platform):
+    import socket
+
+    plat = local_platform
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    before = _state(plat)
+    am_port = before["alertmanager"]["ports"]["main"]
+    os.kill(before["alertmanager"]["pid"], 9)
+    for _ in range(50):
+        if not pid_alive(before["alertmanager"]["pid"]):
+            break
+        time.sleep(0.1)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for _ in range(140):  # the killed server's half-closed connections may hold the port a while
+        try:
+            squatter.bind(("127.0.0.1", am_port))  # another program takes the port while it is down
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        raise AssertionError(f"port {am_port} stayed busy after Alertmanager was killed")
+    squatter.listen()
+    try:
+        out = _cli("platform", "up", "--dir", str(plat.root), env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        after = _state(plat)
+        assert after["alertmanager"]["ports"]["main"] != am_port
+        # Prometheus was started with the old address: it restarted (same port) and sends to the new one
+        assert after["prometheus"]["pid"] != before["prometheus"]["pid"]
+        assert after["prometheus"]["url"] == before["prometheus"]["url"]
+        managers = _get(after["prometheus"]["url"] + "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+        assert [m["url"] for m in managers] == [after["alertmanager"]["url"] + "/api/v2/alerts"]
+        assert {n: after[n]["pid"] for n in ("postgres", "seaweedfs", "mlflow")} == \
+            {n: before[n]["pid"] for n in ("postgres", "seaweedfs", "mlflow")}
+        assert "LoopmlDriftDetected" in {r["name"] for g in _get(after["prometheus"]["url"] + "/api/v1/rules")
+                                         ["data"]["groups"] for r in g["rules"]}
+        assert _cli("platform", "status", "--dir", str(plat.root), env=env).returncode == 0
+    finally:
+        squatter.close()
+
+
 def test_a_drift_gauge_reaches_the_webhook_through_prometheus_and_alertmanager(local_platform, tmp_path):
     """loopml's own /metrics collector (served by prometheus-client on 127.0.0.1) reports drift;
     the platform's Prometheus scrapes it, its loopml rule fires, and Alertmanager posts to a
