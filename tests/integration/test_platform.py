@@ -296,6 +296,8 @@ def test_down_leaves_no_process_and_up_brings_back_the_same_data(local_platform,
     out = _cli("platform", "down", "--dir", str(plat.root), env=env)
     assert out.returncode == 0, out.stderr
     assert not [pid for pid in family if pid_alive(pid)]
+    s3_ports = _state(plat)["seaweedfs"]["ports"].values()
+    assert not [p for port in s3_ports for p in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock")]
     assert _cli("platform", "down", "--dir", str(plat.root), env=env).returncode == 0  # idempotent
     assert _cli("platform", "status", "--dir", str(plat.root), env=env).returncode == 1
     # back up on the same folder: same URLs, the registered model is still there

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from loopml.platform.alertmanager import Alertmanager
-from loopml.platform.base import stop_pid, write_private
+from loopml.platform.base import write_private
 from loopml.platform.mlflow_server import MlflowServer
 from loopml.platform.postgres import PostgresServer
 from loopml.platform.prometheus import Prometheus
@@ -245,10 +245,7 @@ class Platform:
 
     @staticmethod
     def _stop(comp) -> None:
-        if isinstance(comp, PostgresServer):
-            comp.stop()
-        else:
-            stop_pid(comp.pid)
+        comp.stop()  # each engine's own stop: pg_ctl for PostgreSQL, weed's /tmp sockets removed
         comp.pid = None
 
     @staticmethod
