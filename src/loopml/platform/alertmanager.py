@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from loopml.errors import PlatformToolMissing
-from loopml.platform.base import clean_env, free_port, http_ok, spawn, stop_pid, wait_until
+from loopml.platform.base import Engine, free_port, http_ok, wait_until
 
 
 def alertmanager_binary() -> str:
@@ -24,7 +24,7 @@ def alertmanager_binary() -> str:
     raise PlatformToolMissing("alertmanager", "Debian: apt-get install prometheus-alertmanager")
 
 
-class Alertmanager:
+class Alertmanager(Engine):
     """One Alertmanager under ``root``. The constructor only stores values."""
 
     component = "alertmanager"
@@ -44,10 +44,6 @@ class Alertmanager:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "alertmanager.log"
 
     def config(self) -> dict:
         receiver: dict = {"name": "loopml"}
@@ -70,16 +66,8 @@ class Alertmanager:
         if self.port is None:
             self.port = free_port()
         self._write_config()
-        self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
-        try:
-            wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
-        except BaseException:
-            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
-            raise
+        self._launch(self.argv(), self.healthy, timeout=timeout)
         return self
-
-    def stop(self) -> None:
-        stop_pid(self.pid)
 
     def healthy(self) -> bool:
         return self.port is not None and http_ok(self.url + "/-/ready")

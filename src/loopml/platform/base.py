@@ -132,3 +132,29 @@ def _reap(pid: int | None) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+class Engine:
+    """A server process one platform component owns: launched into its own session with its
+    output in ``<root>/<component>.log``, waited for, and stopped with its process group.
+    Subclasses set ``component``, ``root`` and ``pid`` and say when they are ready."""
+
+    component = "engine"
+    root: Path
+    pid: int | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.component}.log"
+
+    def _launch(self, argv: list[str], ready: Callable[[], bool], *, timeout: float,
+                env: dict[str, str] | None = None) -> None:
+        self.pid = spawn(argv, self.log, env=clean_env(env), cwd=self.root)
+        try:
+            wait_until(self.component, ready, pid=self.pid, log=self.log, timeout=timeout)
+        except BaseException:
+            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
+            raise
+
+    def stop(self) -> None:
+        stop_pid(self.pid)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from loopml.platform.base import clean_env, free_port, http_ok, spawn, stop_pid, wait_until
+from loopml.platform.base import Engine, free_port, http_ok
 
 
-class MlflowServer:
+class MlflowServer(Engine):
     """One MLflow tracking server under ``root``. The constructor only stores values."""
 
     component = "mlflow"
@@ -35,10 +35,6 @@ class MlflowServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def log(self) -> Path:
-        return self.root / "mlflow.log"
-
     def argv(self) -> list[str]:
         return [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
                 "--port", str(self.port), "--workers", "1",
@@ -50,16 +46,8 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port()
-        self.pid = spawn(self.argv(), self.log, env=clean_env(self.env), cwd=self.root)
-        try:
-            wait_until(self.component, self.healthy, pid=self.pid, log=self.log, timeout=timeout)
-        except BaseException:
-            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
-            raise
+        self._launch(self.argv(), self.healthy, timeout=timeout, env=self.env)
         return self
-
-    def stop(self) -> None:
-        stop_pid(self.pid)
 
     def healthy(self) -> bool:
         return self.port is not None and http_ok(self.url + "/health")

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from loopml.errors import PlatformToolMissing
-from loopml.platform.base import clean_env, free_port, http_ok, spawn, stop_pid, wait_until, write_private
+from loopml.platform.base import Engine, free_port, http_ok, wait_until, write_private
 
 
 def prometheus_binary() -> str:
@@ -27,7 +27,7 @@ def prometheus_binary() -> str:
     return found
 
 
-class Prometheus:
+class Prometheus(Engine):
     """One Prometheus under ``root``. The constructor only stores values."""
 
     component = "prometheus"
@@ -43,10 +43,6 @@ class Prometheus:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "prometheus.log"
 
     @property
     def rules_dir(self) -> Path:
@@ -79,16 +75,8 @@ class Prometheus:
         if self.port is None:
             self.port = free_port()
         (self.root / "prometheus.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
-        self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
-        try:
-            wait_until(self.component, self._wired, pid=self.pid, log=self.log, timeout=timeout)
-        except BaseException:
-            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
-            raise
+        self._launch(self.argv(), self._wired, timeout=timeout)
         return self
-
-    def stop(self) -> None:
-        stop_pid(self.pid)
 
     def healthy(self) -> bool:
         return self.port is not None and http_ok(self.url + "/-/ready")

