@@ -327,6 +327,25 @@ class TrainingSpec(_Strict):
     max_failures: int = Field(2, ge=-1)  # -1: retry without limit (Ray's convention)
     checkpoint_every: int = Field(1, ge=1)
     ray_address: str | None = None
+    # where Ray Train writes checkpoints: ``s3://bucket/prefix`` (endpoint and credentials from
+    # AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or a local folder; None:
+    # <home>/artifacts/ray-train, which only a single-machine Ray can share
+    checkpoint_uri: str | None = None
+
+    @field_validator("checkpoint_uri")
+    @classmethod
+    def _checkpoint_uri(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme, sep, rest = v.partition("://")
+        if not sep:
+            if not v.strip():
+                raise ValueError("expected s3://bucket/prefix or a local folder, got ''")
+            return v
+        bucket = rest.split("/", 1)[0]
+        if scheme != "s3" or not bucket:
+            raise ValueError(f"expected s3://bucket/prefix or a local folder, got '{v}'")
+        return v
 
 
 class SearchDim(_Strict):

@@ -2,8 +2,9 @@
 
 A torch model trains under Ray Train's ``TorchTrainer``: ``training.workers`` DDP workers over
 gloo on CPU (one intra-op thread each), checkpoints (the loop's whole state, ``torch.save``d and
-read back with ``weights_only=True``) into the workspace's artifact store every
-``checkpoint_every`` epochs, and ``FailureConfig(max_failures)``: when a worker dies, Ray
+read back with ``weights_only=True``) every ``checkpoint_every`` epochs into
+``training.checkpoint_uri`` (``s3://bucket/prefix``, which every machine of a cluster can
+reach, or a folder; default the workspace's artifact store), and ``FailureConfig(max_failures)``: when a worker dies, Ray
 restarts the group and every worker resumes from the last checkpoint. Rank 0 alone logs the
 per-epoch metrics to the MLflow run, and on a resume the restart: tags
 ``loopml.train.restarts`` / ``loopml.train.resumed_at_epoch`` and the metric
@@ -172,8 +173,9 @@ def fit_torch_on_ray(spec: Any, data: Any, cfg: Any, init: dict[str, Any], run: 
 
     ws = workspace or Workspace.from_env()
     name = f"{spec.name}-{getattr(run, 'run_id', None) or int(time.time() * 1000)}"
-    storage = ws.artifacts / "ray-train"
-    status = storage / name / "status"
+    storage = checkpoint_storage(spec, ws)  # fails the step here, before Ray starts
+    # heartbeats and the restart log stay in the workspace: the driver and `loopml status` read them
+    status = ws.artifacts / "ray-train" / name / "status"
     status.mkdir(parents=True, exist_ok=True)
     t = spec.training
     config = {"X": data.X, "y": data.y, "X_val": data.X_val, "y_val": data.y_val, "loop": cfg,
@@ -202,7 +204,63 @@ def fit_torch_on_ray(spec: Any, data: Any, cfg: Any, init: dict[str, Any], run: 
                                  "history": state["history"], "restarts": restarts, "status_dir": str(status)}
 
 
-def _fit_on_ray(spec: Any, config: dict, storage: Any, name: str) -> Any:
+def _s3_filesystem(uri: str) -> Any:
+    """A pyarrow S3 file system from the standard AWS variables (what every worker is handed, so
+    a worker on another machine writes to the same store). Short timeouts and one attempt: a
+    store that does not answer should fail the step now, not after minutes of retries."""
+    from urllib.parse import urlparse
+
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    opts: dict[str, Any] = {}
+    if endpoint:
+        u = urlparse(endpoint)
+        opts.update(endpoint_override=u.netloc or u.path, scheme=u.scheme or "https")
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        opts.update(access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                    secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return fs.S3FileSystem(region=region or "us-east-1", connect_timeout=3, request_timeout=10,
+                           retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=1), **opts)
+
+
+def checkpoint_storage(spec: Any, ws: Any) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for Ray Train's RunConfig from
+    ``training.checkpoint_uri``. An ``s3://`` store is probed with a write and a delete first:
+    unreachable, a missing bucket or refused credentials fail the train step with one line
+    naming the setting; there is no fallback to a local folder a cluster could not share."""
+    uri = spec.training.checkpoint_uri
+    if not uri:
+        return str(ws.artifacts / "ray-train"), None
+    if not uri.startswith("s3://"):
+        path = os.path.abspath(os.path.expanduser(uri))
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            from loopml.errors import PipelineStepFailed
+
+            raise PipelineStepFailed("train", f"training.checkpoint_uri {uri}: cannot create the folder "
+                                              f"({exc.strerror})") from None
+        return path, None
+    path = uri[len("s3://"):].rstrip("/")
+    probe = f"{path}/.loopml-probe-{os.getpid()}"
+    try:
+        s3 = _s3_filesystem(uri)
+        with s3.open_output_stream(probe) as f:
+            f.write(b"ok")
+        s3.delete_file(probe)
+    except (OSError, ValueError) as exc:
+        from loopml.errors import PipelineStepFailed
+
+        reason = " ".join(str(exc).split())[:200]
+        raise PipelineStepFailed("train", f"training.checkpoint_uri {uri}: the object store refused a test write "
+                                          f"({reason}); check the bucket and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                                          f"AWS_SECRET_ACCESS_KEY") from None
+    return path, s3
+
+
+def _fit_on_ray(spec: Any, config: dict, storage: tuple[str, Any], name: str) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
     from ray.train.torch import TorchTrainer as RayTorchTrainer
@@ -213,7 +271,7 @@ def _fit_on_ray(spec: Any, config: dict, storage: Any, name: str) -> Any:
             _worker_loop, train_loop_config=config, torch_config=TorchConfig(backend="gloo"),
             scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=False,
                                          resources_per_worker={"CPU": t.cpus_per_worker}),
-            run_config=RunConfig(name=name, storage_path=str(storage),
+            run_config=RunConfig(name=name, storage_path=storage[0], storage_filesystem=storage[1],
                                  failure_config=FailureConfig(max_failures=t.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)))
         return trainer.fit()
