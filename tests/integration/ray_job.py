@@ -4,7 +4,8 @@ subprocess inside a private network namespace (see ``ray_command``).
 ``python -m tests.integration.ray_job ROOT WORKERS ROWS EPOCHS`` writes ROOT/proj, trains into
 ROOT/ws and prints one JSON line ``RESULT {...}`` at the end; ``... ray_job tune ROOT`` runs
 ``loopml tune`` on two small projects (see ``tune_main``); ``... ray_job controller ROOT WORKERS
-ROWS EPOCHS`` has the controller retrain on Ray (see ``controller_main``).
+ROWS EPOCHS`` has the controller retrain on Ray (see ``controller_main``); ``... ray_job s3 ROOT
+WORKERS ROWS EPOCHS`` checkpoints to a SeaweedFS S3 server (see ``s3_main``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,71 @@ def tune_main(root: Path) -> None:
     ray.shutdown()
 
 
+def _mark_registered(s3, marker: Path, done) -> None:
+    """Touch ``marker`` once Ray Train has registered a checkpoint in the bucket (its snapshot
+    object appears): the test outside the namespace cannot reach the store, it reads the file."""
+    s3c = s3.client()
+    while not done.is_set():
+        listed = s3c.list_objects_v2(Bucket="ckpt-bucket", Prefix="ckpt/").get("Contents", [])
+        if any(o["Key"].endswith("/checkpoint_manager_snapshot.json") for o in listed):
+            marker.write_text("registered")
+            return
+        time.sleep(0.1)
+
+
+def s3_main(root: Path, workers: int, rows: int, epochs: int) -> None:
+    """Ray Train checkpoints on a real S3 server started here (inside the same namespace as
+    Ray, so its workers reach it on 127.0.0.1): a wrong secret first fails the train step, then
+    the job trains with ``checkpoint_uri: s3://ckpt-bucket/ckpt`` (ROOT/s3-checkpoint-registered
+    appears once Ray has registered a checkpoint there, for a test that kills a worker); prints
+    ``REFUSED <line>`` and ``RESULT {...}`` with the object keys in the bucket afterwards."""
+    import os
+    import threading
+
+    from loopml.config import Workspace
+    from loopml.errors import PipelineStepFailed
+    from loopml.loop.pipeline import run_pipeline
+    from loopml.platform.seaweed import SeaweedS3
+    from loopml.spec import load_spec
+    from loopml.train.ray_backend import checkpoint_storage
+    from tests.train.conftest import write_project
+
+    s3 = SeaweedS3(root / "s3", bucket="ckpt-bucket").start()
+    try:
+        os.environ.update(AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key,
+                          AWS_SECRET_ACCESS_KEY="not-the-secret")
+        proj = write_project(root / "proj", {"kind": "torch", "params": {"hidden": [32]}, "epochs": epochs,
+                                             "batch_size": 16, "lr": 0.005, "early_stopping": None},
+                             extra={"training": {"backend": "ray", "workers": workers, "max_failures": 2,
+                                                 "checkpoint_every": 1, "checkpoint_uri": "s3://ckpt-bucket/ckpt"}},
+                             n=rows)
+        spec = load_spec(proj)
+        ws = Workspace(root / "ws").init()
+        try:
+            checkpoint_storage(spec, ws)
+            print("REFUSED nothing", flush=True)
+        except PipelineStepFailed as exc:
+            print(f"REFUSED {exc}", flush=True)
+        os.environ["AWS_SECRET_ACCESS_KEY"] = s3.secret_key()
+        done = threading.Event()
+        watcher = threading.Thread(target=_mark_registered, args=(s3, root / "s3-checkpoint-registered", done),
+                                   daemon=True)
+        watcher.start()
+        try:
+            r = run_pipeline(spec, ws, project_dir=proj,
+                             on_step=lambda step, message: print(step, message, flush=True))
+        finally:
+            done.set()
+            watcher.join()
+        pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket="ckpt-bucket", Prefix="ckpt/")
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        local = sorted(str(p.relative_to(ws.home)) for p in ws.artifacts.rglob("checkpoint_*"))
+        print("RESULT " + json.dumps({"version": r.version, "run_id": r.run_id, "metrics": r.metrics,
+                                      "keys": keys, "local_checkpoints": local}), flush=True)
+    finally:
+        s3.stop()
+
+
 class _NoServer:
     """The controller's server client when nothing serves (a first version is promoted, not rolled out)."""
 
@@ -141,6 +207,8 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "tune":
         tune_main(Path(a[1]))
+    elif a[0] == "s3":
+        s3_main(Path(a[1]), int(a[2]), int(a[3]), int(a[4]))
     elif a[0] == "controller":
         controller_main(Path(a[1]), int(a[2]), int(a[3]), int(a[4]))
     else:

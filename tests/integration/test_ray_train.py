@@ -104,3 +104,45 @@ def test_controller_retrains_on_ray_and_status_shows_progress(tmp_path):
     assert (final["state"], final["epoch"], final["restarts"]) == ("finished", 3, 0)
     run = Registry(Workspace(tmp_path / "ws")).client.get_run(final["run_id"])
     assert run.data.tags["loopml.reason"].startswith("retrain on manual")
+
+
+def test_checkpoints_on_s3_and_a_killed_worker_resumes_from_there(tmp_path):
+    """``training.checkpoint_uri: s3://ckpt-bucket/ckpt`` on a real SeaweedFS S3 server in Ray's
+    namespace: a wrong secret fails the train step naming the setting; then rank 1 is SIGKILLed
+    in epoch 1 once epoch 0's checkpoint is registered in the bucket, the run resumes from it,
+    the final checkpoint is read back from the bucket (none is written locally) and registers."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LOOPML_HOME", "LOOPML_TRACKING_URI")}
+    proc = subprocess.Popen(ray_command("s3", str(tmp_path), "2", "24000", "3"), cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = None
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            beat = _beat(tmp_path, 1)
+            if beat and beat["epoch"] == 1 and beat["resumed_at_epoch"] is None \
+                    and (tmp_path / "s3-checkpoint-registered").exists():
+                os.kill(beat["pid"], signal.SIGKILL)
+                killed = beat
+                break
+            time.sleep(0.02)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, out[-3000:]
+    assert proc.returncode == 0, out[-3000:]
+    refused = next(line for line in out.splitlines() if line.startswith("REFUSED "))
+    assert refused.startswith("REFUSED step 'train' failed: training.checkpoint_uri s3://ckpt-bucket/ckpt: "
+                              "the object store refused a test write"), refused
+    assert "SIGNATURE_DOES_NOT_MATCH" in refused or "AccessDenied" in refused, refused
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["version"] == "1"
+    keys = result["keys"]
+    states = [k for k in keys if k.startswith(f"ckpt/tab-{result['run_id']}/checkpoint_") and k.endswith("/loop_state.pt")]
+    assert len(states) == 2, keys  # CheckpointConfig(num_to_keep=2): the last two of epochs 0..2 remain
+    assert not any(".loopml-probe" in k for k in keys)  # the write probe cleans up after itself
+    assert result["local_checkpoints"] == []  # nothing fell back to the workspace's folder
+    run = Registry(Workspace(tmp_path / "ws")).client.get_run(result["run_id"])
+    assert run.data.tags["loopml.train.restarts"] == "1"
+    assert int(run.data.tags["loopml.train.resumed_at_epoch"]) == killed["epoch"] == 1  # from the bucket's epoch 0
+    assert Registry(Workspace(tmp_path / "ws")).resolve("tab").version == "1"
