@@ -7,7 +7,9 @@ first 16 hex digits of a SHA-256 over the column names, dtypes and per-column
 value hashes, so the same content always gives the same id whatever the file's
 path, name, mtime or format (CSV or Parquet). Snapshots are written into a
 temporary folder, fsynced, then renamed into place; an id that already exists is
-reused, never rewritten.
+reused, never rewritten. With ``LOOPML_DATA_URI`` set to an object store (``s3://...``) the
+folder's files are also published there as one publication (see :mod:`loopml.data.remote`),
+and the local folder becomes a cache of what this machine has read or written.
 """
 
 from __future__ import annotations
