@@ -25,12 +25,14 @@ class Workspace:
     home: Path
     tracking_uri_override: str | None = None
     state_uri_override: str | None = None
+    data_uri_override: str | None = None
 
     @classmethod
     def from_env(cls, home: str | os.PathLike | None = None, tracking_uri: str | None = None) -> "Workspace":
         home = home or os.environ.get("LOOPML_HOME") or ".loopml"
         uri = tracking_uri or os.environ.get("LOOPML_TRACKING_URI") or None
-        return cls(Path(home).resolve(), uri, os.environ.get("LOOPML_STATE_URI") or None)
+        return cls(Path(home).resolve(), uri, os.environ.get("LOOPML_STATE_URI") or None,
+                   os.environ.get("LOOPML_DATA_URI") or None)
 
     @property
     def tracking_uri(self) -> str:
@@ -45,6 +47,19 @@ class Workspace:
     @property
     def snapshots(self) -> Path:
         return self.home / "snapshots"
+
+    @property
+    def data_uri(self) -> str:
+        """Where snapshots (data + reference profile + metadata) are published:
+        ``$LOOPML_DATA_URI`` (e.g. ``s3://bucket/prefix``) or the local ``snapshots`` folder."""
+        return self.data_uri_override or str(self.snapshots)
+
+    @property
+    def data_remote(self) -> bool:
+        """True when snapshots live on an fsspec URL other than the local folder; the local
+        ``snapshots`` folder is then a read cache of immutable, content-named snapshots."""
+        uri = self.data_uri
+        return "://" in uri and not uri.startswith("file://")
 
     @property
     def predictions(self) -> Path:

@@ -405,3 +405,14 @@ class ObjectNotPublished(LoopmlError):
 class DeployError(LoopmlError):
     """``loopml deploy k8s``: a values file or value that cannot become manifests (unknown key,
     wrong type, a credential written inline instead of referenced from a Secret)."""
+
+
+class DataStoreUnavailable(LoopmlError):
+    """``LOOPML_DATA_URI`` names an object store loopml cannot reach (endpoint down, bad
+    credentials, missing bucket). Fails closed: never reported as "no snapshots"."""
+
+    http_status = 503
+
+    def __init__(self, uri: str, why: str) -> None:
+        self.uri = uri
+        super().__init__(f"LOOPML_DATA_URI={uri}: {why}; check the URL, AWS_ENDPOINT_URL and the AWS_* credentials")

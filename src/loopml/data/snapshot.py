@@ -7,7 +7,9 @@ first 16 hex digits of a SHA-256 over the column names, dtypes and per-column
 value hashes, so the same content always gives the same id whatever the file's
 path, name, mtime or format (CSV or Parquet). Snapshots are written into a
 temporary folder, fsynced, then renamed into place; an id that already exists is
-reused, never rewritten.
+reused, never rewritten. With ``LOOPML_DATA_URI`` set to an object store (``s3://...``) the
+folder's files are also published there as one publication (see :mod:`loopml.data.remote`),
+and the local folder becomes a cache of what this machine has read or written.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,20 @@ class Snapshot:
     row_count: int
     schema: dict[str, str]
     created_at: str
+    # LOOPML_DATA_URI when the snapshot was listed from object storage and may not be in the
+    # local cache yet: the first read of its files fetches the publication.
+    remote: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def data_path(self) -> Path:
+        self._fetch()
         return self.path / DATA_FILE
+
+    def _fetch(self) -> None:
+        if self.remote and not (self.path / META_FILE).exists():
+            from loopml.data import remote
+
+            remote.materialize(remote.store(self.remote), self.id, self.path.parent)
 
     @property
     def columns(self) -> list[str]:
@@ -60,10 +72,12 @@ class Snapshot:
 
     def load_profile(self) -> ReferenceProfile:
         """The reference profile computed when the snapshot was taken."""
+        self._fetch()
         return ReferenceProfile.load(self.path)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("remote")
         d["path"] = str(self.path)
         return d
 
@@ -107,7 +121,15 @@ def snapshot_dataset(
     root = workspace.snapshots
     root.mkdir(parents=True, exist_ok=True)
     final = root / snap_id
-    if (final / META_FILE).exists():
+    home = None
+    if workspace.data_remote:
+        from loopml.data import remote
+
+        home = remote.store(workspace.data_uri)
+        # The store is the truth; the local folder only caches what it holds.
+        if remote.published(home, snap_id):
+            return load_snapshot(snap_id, workspace)
+    elif (final / META_FILE).exists():
         return load_snapshot(snap_id, workspace)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{snap_id}.", suffix=".tmp", dir=root))
@@ -125,6 +147,11 @@ def snapshot_dataset(
         meta = {k: v for k, v in snap.to_dict().items() if k != "path"}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         _fsync_tree(tmp)
+        if home is not None:
+            remote.publish(home, snap_id, tmp)  # the publication point for every machine
+            if (final / META_FILE).exists():  # cached already (same content): keep that copy
+                shutil.rmtree(tmp, ignore_errors=True)
+                return load_snapshot(snap_id, workspace)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -146,6 +173,8 @@ def load_snapshot(snapshot_id: str, workspace: Workspace) -> Snapshot:
     if not snapshot_id or "/" in snapshot_id or "\\" in snapshot_id or snapshot_id.startswith("."):
         raise SnapshotNotFound(snapshot_id)
     folder = root / snapshot_id
+    if workspace.data_remote and not (folder / META_FILE).exists():
+        return _load_remote(snapshot_id, workspace)
     if not (folder / META_FILE).exists():
         matches = [p for p in _snapshot_dirs(root) if p.name.startswith(snapshot_id)]
         if len(matches) != 1:
@@ -156,8 +185,30 @@ def load_snapshot(snapshot_id: str, workspace: Workspace) -> Snapshot:
 
 def list_snapshots(workspace: Workspace) -> list[Snapshot]:
     """Every stored snapshot, oldest first."""
+    if workspace.data_remote:
+        from loopml.data import remote
+
+        home = remote.store(workspace.data_uri)
+        snaps = [_parse_meta(remote.read_meta(home, i), workspace.snapshots / i, workspace.data_uri)
+                 for i in remote.ids(home)]
+        return sorted(snaps, key=lambda s: (s.created_at, s.id))
     snaps = [_read_meta(p) for p in _snapshot_dirs(workspace.snapshots)]
     return sorted(snaps, key=lambda s: (s.created_at, s.id))
+
+
+def _load_remote(snapshot_id: str, workspace: Workspace) -> Snapshot:
+    """A published snapshot by id or unique prefix, fetched into the local cache."""
+    from loopml.data import remote
+
+    home = remote.store(workspace.data_uri)
+    if not remote.published(home, snapshot_id):
+        matches = [i for i in remote.ids(home) if i.startswith(snapshot_id)]
+        if len(matches) != 1:
+            raise SnapshotNotFound(snapshot_id)
+        snapshot_id = matches[0]
+        if (workspace.snapshots / snapshot_id / META_FILE).exists():
+            return _read_meta(workspace.snapshots / snapshot_id)
+    return _read_meta(remote.materialize(home, snapshot_id, workspace.snapshots))
 
 
 def _snapshot_dirs(root: Path) -> list[Path]:
@@ -168,7 +219,14 @@ def _snapshot_dirs(root: Path) -> list[Path]:
 
 def _read_meta(folder: Path) -> Snapshot:
     try:
-        meta = json.loads((folder / META_FILE).read_text())
+        return _parse_meta((folder / META_FILE).read_bytes(), folder)
+    except OSError as exc:
+        raise DataSourceError(str(folder / META_FILE), f"snapshot metadata is unreadable ({exc}); delete the folder and snapshot again") from None
+
+
+def _parse_meta(raw: bytes, folder: Path, remote: str | None = None) -> Snapshot:
+    try:
+        meta = json.loads(raw)
         return Snapshot(
             id=meta["id"],
             path=folder,
@@ -176,8 +234,9 @@ def _read_meta(folder: Path) -> Snapshot:
             row_count=int(meta["row_count"]),
             schema=dict(meta["schema"]),
             created_at=meta["created_at"],
+            remote=remote,
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise DataSourceError(str(folder / META_FILE), f"snapshot metadata is unreadable ({exc}); delete the folder and snapshot again") from None
 
 

@@ -607,6 +607,12 @@ class Registry:
 
         snap = ref.tags.get(SNAPSHOT_TAG)
         folder = self.workspace.snapshots / snap if snap else None
+        if folder is not None and self.workspace.data_remote and not (folder / "profile.json").exists():
+            from loopml.data.snapshot import load_snapshot  # fetched from LOOPML_DATA_URI (#11)
+            from loopml.errors import SnapshotNotFound
+
+            with contextlib.suppress(SnapshotNotFound):
+                folder = load_snapshot(snap, self.workspace).path
         if folder is None or not (folder / "profile.json").exists():
             from loopml.errors import MonitorError
 
