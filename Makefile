@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-tune bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict bench-anchors
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-tune bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict bench-anchors bench-text
 
 # The demo needs only the base install; the tests (and benchmarks) need every extra.
 $(BASE_STAMP): pyproject.toml
@@ -73,6 +73,9 @@ bench-onnx: $(STAMP)
 
 bench-hostile: $(STAMP)
 	$(PY) benchmarks/hostile_bench.py
+
+bench-text: $(STAMP)
+	$(PY) benchmarks/text_embedding_bench.py
 
 bench-store: $(STAMP)
 	$(PY) benchmarks/store_bench.py

@@ -239,7 +239,9 @@ class ModelRuntime:
     def predict_datatype(self) -> str:
         if self.classes is not None:
             return _datatype_of(self.classes.dtype)
-        return "FP64"
+        # a model may say what it answers (text embeddings: FP32 vectors)
+        datatype = getattr(self.model, "predict_datatype", None)
+        return datatype if isinstance(datatype, str) else "FP64"
 
     # -- predicting ------------------------------------------------------------------------
 

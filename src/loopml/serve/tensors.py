@@ -39,6 +39,10 @@ def tensor_smoke_rows(layout: str, inputs: list[InputColumn], model: Any, exampl
         arrays = {k: np.asarray(v) for k, v in example.items()}
         n = len(next(iter(arrays.values())))
         return Rows(arrays, n, layout="tensors"), "its input example"
+    if isinstance(example, list) and example and layout == "none":  # MLflow keeps a list example as a list (texts)
+        arr = np.asarray(example)
+        return Rows({"input-0": arr.astype(object) if arr.dtype.kind in "US" else arr}, len(arr), layout="tensors"), \
+            "its input example"
     if isinstance(example, pd.DataFrame) and len(example) and layout == "none":
         return Rows({str(c): example[c].tolist() for c in example.columns}, len(example), layout="frame"), \
             "its input example"

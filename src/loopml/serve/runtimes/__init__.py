@@ -3,7 +3,8 @@
 Order is preference: an ONNX session when the version was adopted for ONNX (or is an ONNX
 model), then PyTorch (loopml's torch models and ``mlflow.pytorch``), XGBoost and LightGBM
 (``mlflow.xgboost`` / ``mlflow.lightgbm``), then scikit-learn (also
-loopml's torch models through ``load_native``, as the fallback), then MLflow pyfunc as the
+loopml's torch models through ``load_native``, as the fallback), then text embeddings
+(``sentence_transformers``, :mod:`.text_embedding`), then MLflow pyfunc as the
 fallback for any other flavor.
 """
 
@@ -12,13 +13,15 @@ from loopml.serve.runtimes.base import ModelInfo, Runtime, model_info, register_
 from loopml.serve.runtimes.onnx_runtime import OnnxRuntime
 from loopml.serve.runtimes.pyfunc_runtime import PyfuncRuntime
 from loopml.serve.runtimes.sklearn_runtime import SklearnRuntime
+from loopml.serve.runtimes.text_embedding import TextEmbeddingRuntime
 from loopml.serve.runtimes.torch_runtime import TorchRuntime
 
 register_runtime(OnnxRuntime)
 register_runtime(TorchRuntime)
 register_runtime(BoostRuntime)
 register_runtime(SklearnRuntime)
+register_runtime(TextEmbeddingRuntime)  # sentence_transformers: before pyfunc, which would need the library
 register_runtime(PyfuncRuntime)
 
-__all__ = ["BoostRuntime", "ModelInfo", "OnnxRuntime", "PyfuncRuntime", "Runtime", "SklearnRuntime", "TorchRuntime", "model_info",
+__all__ = ["BoostRuntime", "ModelInfo", "OnnxRuntime", "PyfuncRuntime", "Runtime", "SklearnRuntime", "TextEmbeddingRuntime", "TorchRuntime", "model_info",
            "register_runtime", "runtimes_for"]

