@@ -98,6 +98,9 @@ def _quiet_mlflow() -> None:
 
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    # MLflow draws a tqdm bar per artifact download whenever tqdm is importable (the text
+    # extra brings it): on stderr that buries the one error line. loopml shows its own progress.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\..*)?")
     for name in ("mlflow", "alembic", "urllib3"):
