@@ -112,14 +112,17 @@ def test_checkpoints_on_s3_and_a_killed_worker_resumes_from_there(tmp_path):
     in epoch 1 once epoch 0's checkpoint is registered in the bucket, the run resumes from it,
     the final checkpoint is read back from the bucket (none is written locally) and registers."""
     env = {k: v for k, v in os.environ.items() if k not in ("LOOPML_HOME", "LOOPML_TRACKING_URI")}
-    proc = subprocess.Popen(ray_command("s3", str(tmp_path), "2", "24000", "3"), cwd=REPO, env=env,
+    # 4 epochs, the kill in epoch 1 or 2: Ray Train registers a checkpoint only when its
+    # controller next collects reports (every 2 s), so on a loaded machine epoch 1 can end
+    # before epoch 0's checkpoint is in the bucket (then no kill happened: seen in CI)
+    proc = subprocess.Popen(ray_command("s3", str(tmp_path), "2", "24000", "4"), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = None
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
             beat = _beat(tmp_path, 1)
-            if beat and beat["epoch"] == 1 and beat["resumed_at_epoch"] is None \
+            if beat and beat["epoch"] in (1, 2) and beat["resumed_at_epoch"] is None \
                     and (tmp_path / "s3-checkpoint-registered").exists():
                 os.kill(beat["pid"], signal.SIGKILL)
                 killed = beat
@@ -139,10 +142,14 @@ def test_checkpoints_on_s3_and_a_killed_worker_resumes_from_there(tmp_path):
     assert result["version"] == "1"
     keys = result["keys"]
     states = [k for k in keys if k.startswith(f"ckpt/tab-{result['run_id']}/checkpoint_") and k.endswith("/loop_state.pt")]
-    assert len(states) == 2, keys  # CheckpointConfig(num_to_keep=2): the last two of epochs 0..2 remain
+    # checkpoints of several epochs are in the bucket (num_to_keep=2 prunes them, but a pruning
+    # due right after the restart can be left undone when the run ends: 2 or 3 remain)
+    assert len(states) >= 2, keys
     assert not any(".loopml-probe" in k for k in keys)  # the write probe cleans up after itself
     assert result["local_checkpoints"] == []  # nothing fell back to the workspace's folder
     run = Registry(Workspace(tmp_path / "ws")).client.get_run(result["run_id"])
     assert run.data.tags["loopml.train.restarts"] == "1"
-    assert int(run.data.tags["loopml.train.resumed_at_epoch"]) == killed["epoch"] == 1  # from the bucket's epoch 0
+    # resumed from a checkpoint in the bucket (epoch 0's at least, so not from scratch), never
+    # from past the epoch it was killed in
+    assert 1 <= int(run.data.tags["loopml.train.resumed_at_epoch"]) <= killed["epoch"]
     assert Registry(Workspace(tmp_path / "ws")).resolve("tab").version == "1"
