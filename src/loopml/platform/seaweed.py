@@ -113,36 +113,34 @@ class SeaweedS3(Engine):
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
                                           connect_timeout=3, read_timeout=10))
 
-    def _bucket_exists(self) -> bool:
+    def _answers(self, step) -> bool:
+        """True once ``step(client)`` succeeds; False while the server is not ready yet. A bucket
+        name the server refuses fails at once: waiting will not help."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client().head_bucket(Bucket=self.bucket)
+            step(self.client())
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidBucketName":  # waiting will not help
+            if exc.response.get("Error", {}).get("Code") == "InvalidBucketName":
                 raise PlatformComponentFailed(self.component, f"refused bucket name '{self.bucket}'") from None
             return False
         except BotoCoreError:
             return False
+
+    def _bucket_exists(self) -> bool:
+        return self._answers(lambda s3: s3.head_bucket(Bucket=self.bucket))
 
     def _bucket_ready(self) -> bool:
         """Health wait that also creates the bucket once the gateway and the filer are up (the
         gateway answers before the volume server registers; a create then fails, so retry)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         if not http_ok(self.endpoint + "/healthz"):
             return False
-        try:
-            s3 = self.client()
+
+        def create_and_write(s3) -> None:
             if not self._bucket_exists():
                 s3.create_bucket(Bucket=self.bucket)
             s3.put_object(Bucket=self.bucket, Key=".loopml-probe", Body=b"ok")  # a volume takes writes
             s3.delete_object(Bucket=self.bucket, Key=".loopml-probe")
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidBucketName":  # waiting will not help
-                raise PlatformComponentFailed(self.component, f"refused bucket name '{self.bucket}'") from None
-            return False
-        except BotoCoreError:
-            return False
+
+        return self._answers(create_and_write)
