@@ -38,7 +38,9 @@ def should_kill(root):
     """Rank 1's heartbeat while it is in the second epoch (index 1) of its first attempt, once
     the first epoch's checkpoint is registered; else None."""
     beat = _beat(root, 1)
-    if beat and beat["epoch"] == 1 and beat["resumed_at_epoch"] is None and registered_checkpoint(root):
+    # epoch 1 or 2: Ray Train registers a checkpoint only when its controller next collects
+    # reports (every 2 s), so on a loaded machine epoch 1 can end before epoch 0's is registered
+    if beat and beat["epoch"] in (1, 2) and beat["resumed_at_epoch"] is None and registered_checkpoint(root):
         return beat
     return None
 
@@ -71,7 +73,7 @@ def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
     run = reg.client.get_run(result["run_id"])
     tags = run.data.tags
     assert tags["loopml.train.restarts"] == "1"
-    assert int(tags["loopml.train.resumed_at_epoch"]) == killed["epoch"] == 1  # from epoch 0's checkpoint
+    assert 1 <= int(tags["loopml.train.resumed_at_epoch"]) <= killed["epoch"]  # from a checkpoint, not scratch
     float(tags["loopml.train.restart_seconds"])  # recorded as a number; its size is the benchmark's business
     assert "recovery_to_epoch_seconds" in run.data.metrics
     steps = sorted({m.step for m in reg.client.get_metric_history(result["run_id"], "train_loss")})
@@ -83,7 +85,7 @@ def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
     assert (before["state"], before["workers"], before["workers_alive"], before["restarts"]) == ("running", 2, 2, 0)
     after = read_progress(tmp_path / "ws", "tab")
     assert (after["state"], after["epoch"], after["epochs"], after["restarts"], after["resumed_at_epoch"]) == \
-        ("finished", 4, 4, 1, 1)
+        ("finished", 4, 4, 1, int(tags["loopml.train.resumed_at_epoch"]))
     assert after["run_id"] == result["run_id"]
 
 
