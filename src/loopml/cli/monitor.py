@@ -72,12 +72,18 @@ def drift(
     until: UntilOpt = None,
     segment: Annotated[Optional[str], typer.Option(help="Also report drift per value of this column.")] = None,
     fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="Exit with code 1 when drift is found.")] = False,
+    reference_since: Annotated[Optional[str], typer.Option(
+        "--reference-since", help="Compare with this window of the log instead of the training reference "
+                                  "(models without one: text, embeddings, models logged by plain MLflow).")] = None,
+    reference_until: Annotated[Optional[str], typer.Option(
+        "--reference-until", help="End of the reference window; the checked window then starts there.")] = None,
     project: ProjectOpt = Path("."),
     home: HomeOpt = None,
     tracking_uri: TrackingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare a window of the prediction log with the model's training reference profile.
+    """Compare a window of the prediction log with the model's training reference profile
+    (or, with --reference-since/--reference-until, with an earlier window of the same log).
 
     Exit codes: 0 no drift (or drift without --fail-on-drift); 1 drift with --fail-on-drift;
     2 bad input (model, window, spec); 3 could not decide (no column could be checked, e.g.
@@ -92,10 +98,14 @@ def drift(
 
     now = time.time()  # one clock for --since/--until and the volume window's end
     lo, hi = _time_range(since, until, now)
-    report, quality, _ = check_model_window(ws, model, spec=spec, last=window, since=lo, until=hi, segment=segment,
-                                            now=now)
+    quality = None
+    if reference_since or reference_until:
+        report = _reference_window_drift(ws, model, spec, window, lo, hi, reference_since, reference_until, now)
+    else:
+        report, quality, _ = check_model_window(ws, model, spec=spec, last=window, since=lo, until=hi,
+                                                segment=segment, now=now)
     if as_json:
-        typer.echo(json.dumps({**report.to_dict(), "quality": quality.to_dict()}))
+        typer.echo(json.dumps({**report.to_dict(), **({"quality": quality.to_dict()} if quality else {})}))
     else:
         console = _console()
         w = report.window
@@ -104,7 +114,8 @@ def drift(
             console.print(_drift_table(report.outputs, "prediction drift"))
         if report.missing_columns:
             console.print(f"[dim]reference columns not in the log (target, ids...): {', '.join(report.missing_columns)}[/]")
-        _print_quality(console, quality)
+        if quality is not None:
+            _print_quality(console, quality)
         for seg, r in (w.get("segments") or {}).items():
             names = r.get("drifted_features") or []
             verdict = f"[bold red]DRIFT[/] in {', '.join(names[:6])}" if r["drifted"] else "[green]no drift[/]"
@@ -129,7 +140,33 @@ def _drift_title(report) -> str:
     by = ", ".join(f"v{v}" + (f" {n:,}" if len(served) > 1 else "") for v, n in served.items())
     return (f"input drift: {w.get('rows', report.n_current):,} logged rows of '{report.model}' "
             f"({_when(w.get('start'))} .. {_when(w.get('end'))}" + (f", served by {by}" if by else "") +
-            f") vs the training reference of v{report.version} ({report.n_reference:,} rows)")
+            f") vs " + (f"an earlier window of the log ({report.n_reference:,} rows)" if "reference" in w
+                        else f"the training reference of v{report.version} ({report.n_reference:,} rows)"))
+
+
+def _reference_window_drift(ws, model: str, spec, last: int | None, lo: float | None, hi: float | None,
+                            ref_since: str | None, ref_until: str | None, now: float):
+    """Drift of the checked window against an earlier window of the same log (no training
+    reference needed); the checked window starts where the reference ends unless --since says."""
+    from loopml.errors import MonitorError
+    from loopml.monitor.service import read_log_window
+    from loopml.monitor.window_drift import window_drift
+    from loopml.registry.client import parse_model_ref
+
+    rlo, rhi = _time_range(ref_since, ref_until, now)
+    if lo is None and rhi is not None:
+        lo = rhi
+    if rhi is not None and lo is not None and lo < rhi:
+        raise MonitorError(f"the checked window (--since) starts before the reference window ends "
+                           f"(--reference-until {ref_until}); a window compared with itself shows no drift")
+    name, _ = parse_model_ref(model)
+    reference = read_log_window(ws, name, since=rlo, until=rhi)
+    if last is None and lo is None:
+        last = spec.monitoring.window if spec is not None else 1000
+    current = read_log_window(ws, name, last=last, since=lo, until=hi)
+    report = window_drift(reference, current, spec.monitoring if spec is not None else None)
+    report.model = name
+    return report
 
 
 def _time_range(since: str | None, until: str | None, now: float) -> tuple[float | None, float | None]:

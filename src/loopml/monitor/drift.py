@@ -79,7 +79,7 @@ def feature_settings(settings: "MonitoringSpec | None", name: str) -> FeatureSet
 def compute_drift(reference: "ReferenceProfile", current: pd.DataFrame, *,
                   settings: "MonitoringSpec | None" = None, features: list[str] | None = None,
                   role: str = "input", rename: dict[str, str] | None = None,
-                  classes: Collection[str] = ()) -> DriftReport:
+                  classes: Collection[str] = (), extra: Collection[FeatureDrift] = ()) -> DriftReport:
     """Drift of ``current`` against ``reference``, per column and for the dataset.
 
     ``current`` may be a prediction-log window (``in.<feature>`` columns, the prefix is
@@ -88,7 +88,8 @@ def compute_drift(reference: "ReferenceProfile", current: pd.DataFrame, *,
     ``rename`` maps a current column name to the reference column it is compared with.
     ``classes`` names reference columns whose numbers are class labels (see
     :mod:`loopml.monitor.classes`): they are checked as categorical, as is any binary
-    integer column.
+    integer column. ``extra`` holds verdicts made elsewhere (vector columns, see
+    :mod:`loopml.monitor.vectors`) that count in the dataset verdict as effect sizes.
     """
     from loopml.spec import MonitoringSpec
 
@@ -116,6 +117,7 @@ def compute_drift(reference: "ReferenceProfile", current: pd.DataFrame, *,
                 prof, ref_sorted = cat, None
                 series = class_labels(series) if series is not None else None
         results.append(_check_column(name, prof, ref_sorted, series, fs, settings, role))
+    results.extend(extra)
     return _verdict(results, settings.fdr, reference.row_count, len(current), missing, new_columns)
 
 

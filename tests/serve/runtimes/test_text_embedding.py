@@ -132,3 +132,67 @@ def test_pooling_other_than_mean_is_refused_at_load(tmp_path):
     cfg.write_text(json.dumps({"embedding_dimension": 384, "pooling_mode": "max"}))  # sentence-transformers 6
     with pytest.raises(ValueError, match="only mean pooling.*'max'"):
         load_text_embedding(str(folder))
+
+
+def _topic(kind: str, n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    if kind == "sport":
+        teams = ["the Tigers", "our club", "the home side", "the champions", "the visitors", "the rookies"]
+        acts = ["won the final against", "drew the derby with", "lost the league match to", "beat"]
+        tails = ["in extra time.", "after a late goal.", "on penalties.", "in front of a full stadium."]
+        return [f"{rng.choice(teams)} {rng.choice(acts)} {rng.choice(teams)} {rng.choice(tails)} ({i})" for i in range(n)]
+    firms = ["The bank", "Our supplier", "The retailer", "The insurer", "The startup", "The utility"]
+    acts = ["reported quarterly revenue of", "cut its profit forecast by", "raised its dividend to", "issued bonds worth"]
+    tails = ["million dollars.", "percent this year.", "billion euros.", "per share."]
+    return [f"{rng.choice(firms)} {rng.choice(acts)} {rng.integers(2, 99)} {rng.choice(tails)} ({i})" for i in range(n)]
+
+
+def test_embedding_drift_against_an_earlier_window_of_the_log(embedder):
+    """#10: drift on a text model's inputs and outputs. Served traffic about sport, then more
+    sport, then finance: `loopml monitor drift --reference-until` finds no drift between the
+    two sport windows and drift in the embeddings once the topic changed."""
+    import json
+    import time
+
+    from typer.testing import CliRunner
+
+    from loopml.cli.monitor import app
+
+    ws, _, _ = embedder
+    time.sleep(0.05)
+    start = f"{time.time():.3f}"  # other tests of this module logged traffic of their own before
+    marks = []
+    with ServerHandle(ws, ["minilm"], ServeSettings(poll_interval_s=5)) as server:
+        for i, (kind, seed) in enumerate((("sport", 1), ("sport", 2), ("finance", 3))):
+            texts = _topic(kind, 80, seed)
+            for chunk in range(0, 80, 20):
+                body = {"inputs": [{"name": "text", "shape": [20], "datatype": "BYTES", "data": texts[chunk:chunk + 20]}]}
+                r = httpx.post(f"{server.url}/v2/models/minilm/infer", json=body, timeout=60)
+                assert r.status_code == 200, r.text
+            time.sleep(0.05)  # rows of one batch share a timestamp: the marks fall between phases
+            marks.append(f"{time.time():.3f}")
+            time.sleep(0.05)
+    runner = CliRunner()
+    env = {"LOOPML_HOME": str(ws.home)}
+    calm = runner.invoke(app, ["drift", "-m", "minilm", "--reference-since", start, "--reference-until", marks[0], "--until", marks[1], "--json",
+                               "--home", str(ws.home), "--project", str(ws.home)], env=env)
+    assert calm.exit_code == 0, calm.output
+    calm = json.loads(calm.output)
+    outs = {f["name"]: f for f in calm["outputs"]["features"]}
+    assert calm["n_reference"] == 80 and calm["window"]["rows"] == 80
+    assert outs["out.prediction"]["kind"] == "vector" and outs["out.prediction"]["status"] == "ok"
+    assert not outs["out.prediction"]["drifted"], outs["out.prediction"]
+    moved = runner.invoke(app, ["drift", "-m", "minilm", "--reference-since", start, "--reference-until", marks[0], "--since", marks[1],
+                                "--json", "--fail-on-drift", "--home", str(ws.home), "--project", str(ws.home)], env=env)
+    assert moved.exit_code == 1, moved.output  # drift found, --fail-on-drift
+    moved = json.loads(moved.output)
+    emb = next(f for f in moved["outputs"]["features"] if f["name"] == "out.prediction")
+    assert emb["drifted"] and emb["statistic"] > 0.9, emb  # the topics are told apart almost perfectly
+    assert {f["name"] for f in moved["features"]} >= {"text.chars", "text.words"}
+    # the checked window may not start inside the reference: a window compared with itself
+    bad = runner.invoke(app, ["drift", "-m", "minilm", "--reference-until", marks[1], "--since", marks[0],
+                              "--home", str(ws.home), "--project", str(ws.home)], env=env)
+    from loopml.errors import MonitorError
+
+    assert isinstance(bad.exception, MonitorError) and bad.exception.exit_code == 2  # main() exits with it
+    assert "--reference-until" in str(bad.exception)
