@@ -1,0 +1,1 @@
+"""The Kopf operator of loopml: ModelDeployment and TrainingJob custom resources (#13)."""
