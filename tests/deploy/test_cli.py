@@ -47,7 +47,8 @@ def test_writes_manifests_values_chart_and_package(project, tmp_path):
     out = tmp_path / "out"
     from loopml.deploy.chart import chart_version
 
-    assert {p.name for p in out.iterdir()} == {"manifests.yaml", "values.yaml", "chart", f"loopml-{chart_version()}.tgz"}
+    assert {p.name for p in out.iterdir()} == {"crds.yaml", "manifests.yaml", "values.yaml", "chart",
+                                              f"loopml-{chart_version()}.tgz"}
     objs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all((out / "manifests.yaml").read_text())}
     assert objs[("Service", "fraud-server")]["spec"]["ports"][0]["port"] == 7000
     env = objs[("Deployment", "fraud-controller")]["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -47,7 +47,8 @@ def dump_all(objects: list[dict]) -> str:
 
 
 def write(values: dict, out: Path) -> dict[str, Path]:
-    """``out/manifests.yaml`` (every object), ``out/values.yaml`` (for ``helm install -f``),
+    """``out/crds.yaml`` (the CustomResourceDefinitions: ``kubectl apply`` them first),
+    ``out/manifests.yaml`` (every other object), ``out/values.yaml`` (for ``helm install -f``),
     ``out/chart/loopml`` (the chart, its values.yaml replaced by these) and the packaged
     ``out/loopml-VERSION.tgz``."""
     try:
@@ -55,6 +56,10 @@ def write(values: dict, out: Path) -> dict[str, Path]:
     except OSError as exc:  # a file in the way, no permission: the user's --out, not our bug
         raise DeployError(f"--out {out}: cannot create the folder ({exc.strerror}); pass a folder you can "
                           "write") from None
+    from loopml.deploy.crds import crds
+
+    crds_path = out / "crds.yaml"
+    crds_path.write_text(dump_all(crds()))
     manifests = out / "manifests.yaml"
     manifests.write_text(dump_all(render(values)))
     values_path = out / "values.yaml"
@@ -67,4 +72,4 @@ def write(values: dict, out: Path) -> dict[str, Path]:
     package = out / f"loopml-{chart_version()}.tgz"
     with tarfile.open(package, "w:gz") as tar:  # the layout `helm package` writes: loopml/...
         tar.add(chart, arcname="loopml")
-    return {"manifests": manifests, "values": values_path, "chart": chart, "package": package}
+    return {"crds": crds_path, "manifests": manifests, "values": values_path, "chart": chart, "package": package}
