@@ -120,6 +120,14 @@ def test_backfill_stays_off_the_nodes_reserved_for_the_head():
     assert d.waiting == ("big", "s2") and "big" in d.reasons["s2"]
 
 
+def test_the_head_reserves_the_node_that_drains_first_not_the_one_with_most_room():
+    # n0: one job on 4 GPUs; n1: three jobs on 3 GPUs (more room, but three jobs to wait for).
+    r = running((job("a", gpu=4), ("n0",)), *[(job(f"b{i}", gpu=1), ("n1",)) for i in range(3)])
+    d = admit(gpu_nodes(2), r, [job("big", gpu=8, submitted=0), job("small", gpu=2, submitted=1)])
+    assert d.reasons["big"].endswith("n0")
+    assert placed(d) == {"small": ("n1",)}
+
+
 def first_start_of_big_job(rounds: int) -> int | None:
     """Two full nodes and a stream of 1-GPU jobs (one ends, four arrive per round): the round
     in which an 8-GPU job queued ahead of the stream starts, or None."""

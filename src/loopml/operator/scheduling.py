@@ -18,9 +18,9 @@ is tested and benchmarked (benchmarks/scheduler_bench.py) without an API server.
 - **Placement**: best fit that keeps GPU nodes whole (``packing.place``): a gang on one node
   when one holds it, else on the fewest nodes; small GPU jobs fill partly used nodes first.
 - **No starvation of big jobs**: the first job in order that fits the cluster but not its
-  free room now becomes the *head*; room is reserved for it on the nodes with the most free
-  room (``packing.reserve``) and later jobs only backfill what lies outside that
-  reservation. Backfill never delays the head (nothing lands on its nodes) and still uses
+  free room now becomes the *head*; room is reserved for it on the nodes that should drain
+  first (fewest running jobs, then most free room: ``packing.reserve``) and later jobs only
+  backfill what lies outside that reservation. Backfill never delays the head (nothing lands on its nodes) and still uses
   the rest of the cluster; the scheduler knows no run times, so a reservation rather than
   EASY backfill's start-time estimate. Jobs that can never run (bigger than the cluster or
   than their quota) and jobs held by their own quota get no reservation: waiting for them
@@ -136,6 +136,14 @@ class _State:
         used = self.used.setdefault(job.namespace, [0.0, 0.0, 0.0])
         self.used[job.namespace] = [u + sign * t for u, t in zip(used, job.total)]
 
+    def jobs_on(self) -> dict[str, int]:
+        """Running jobs per node (a gang with several workers on a node counts once)."""
+        count: dict[str, int] = {}
+        for _, placement in self.live.values():
+            for node in set(placement.nodes):
+                count[node] = count.get(node, 0) + 1
+        return count
+
     def usage(self, ns: str) -> list[float]:
         return self.used.get(ns, [0.0, 0.0, 0.0])
 
@@ -218,7 +226,7 @@ def admit(nodes: Sequence[Node], running: Sequence[tuple[Job, Placement]], queue
             reasons[job.name] = f"namespace {job.namespace} quota: not enough {kind} left"
         elif head is None:
             head = job
-            held = reserve(job.demand, job.workers, state.free, state.allocatable)
+            held = reserve(job.demand, job.workers, state.free, state.allocatable, state.jobs_on())
             reasons[job.name] = ("waiting for room; reserved for it: " + ", ".join(sorted(held)))
         else:
             reasons[job.name] = f"waiting for room outside what is reserved for {head.name}"
