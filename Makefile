@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-tune bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict bench-anchors bench-text
+.PHONY: demo test setup clean bench-serve bench-drift bench-train bench-tune bench-overload bench-predlog bench-supervision bench-grpc bench-onnx bench-hostile bench-predict bench-anchors bench-text bench-scheduler
 
 # The demo needs only the base install; the tests (and benchmarks) need every extra.
 $(BASE_STAMP): pyproject.toml
@@ -83,6 +83,9 @@ bench-store: $(STAMP)
 # needs the platform extra and Debian's postgresql, prometheus, prometheus-alertmanager
 bench-platform: $(STAMP)
 	$(PY) benchmarks/platform_bench.py
+
+bench-scheduler: $(STAMP)
+	$(PY) benchmarks/scheduler_bench.py
 
 clean:
 	rm -rf .loopml .loopml-demo $(VENV) build *.egg-info
