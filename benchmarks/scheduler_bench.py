@@ -27,7 +27,8 @@ Printed side by side (one run, same jobs):
 - concurrently running jobs, max and time-weighted mean over the makespan;
 - scheduling latency: wall-clock time of one scheduler pass (one ``admit()`` call), median,
   p99 and max, with the queue length it saw (machine-dependent: read the ratio);
-- makespan, preemptions and jobs never started (a pod-by-pod deadlock leaves some).
+- makespan, preemptions and jobs never started (a pod-by-pod deadlock leaves some);
+- the worst case of one pass: the whole workload queued at once.
 
 A third column runs ours with the head's reservation switched off (an ablation, patched in
 here only): the price of the guarantee that big gangs are not starved.
@@ -159,6 +160,49 @@ def simulate_ours(jobs: list[Job], run: dict[str, float]) -> Stats:
     return stats
 
 
+def fifo_pass(pending: dict[str, list[str]], free: dict[str, list[float]], by_name: dict[str, Job]) -> list[str]:
+    """One kube-scheduler-like pass: pods in submission order, each alone; the jobs now whole."""
+    done = []
+    for name, placed in pending.items():  # dicts keep insertion (= submission) order
+        job = by_name[name]
+        while len(placed) < job.workers:
+            fits = [n for n, f in free.items() if all(x + 1e-9 >= d for x, d in zip(f, job.demand))]
+            if not fits:
+                break
+            node = max(fits, key=lambda n: (free[n][2], free[n][0], n))  # LeastAllocated
+            free[node] = [f - d for f, d in zip(free[node], job.demand)]
+            placed.append(node)
+        if len(placed) == job.workers:
+            done.append(name)
+    return done
+
+
+def one_big_pass(jobs: list[Job]) -> tuple[int, float, float]:
+    """Worst case: every job of the workload queued at once on a cluster about half busy.
+
+    Returns (queue length, ours in ms, FIFO pass in ms), each the median of 5 passes.
+    """
+    by_name = {j.name: j for j in jobs}
+    first = admit(NODES, [], jobs[:12])
+    running = [(by_name[p.job], p) for p in first.admitted]
+    started_names = {p.job for p in first.admitted}
+    queue = [j for j in jobs if j.name not in started_names]
+    ours, fifo = [], []
+    for _ in range(5):
+        t = time.perf_counter()
+        admit(NODES, running, queue)
+        ours.append(time.perf_counter() - t)
+        free = {n.name: [n.cpu, n.memory, float(n.gpu)] for n in NODES}
+        for job, placement in running:
+            for node in placement.nodes:
+                free[node] = [f - d for f, d in zip(free[node], job.demand)]
+        pending: dict[str, list[str]] = {j.name: [] for j in queue}
+        t = time.perf_counter()
+        fifo_pass(pending, free, by_name)
+        fifo.append(time.perf_counter() - t)
+    return len(queue), statistics.median(ours) * 1000, statistics.median(fifo) * 1000
+
+
 def simulate_fifo_pods(jobs: list[Job], run: dict[str, float]) -> Stats:
     stats = Stats()
     events = [(j.submitted, 0, j.name) for j in jobs]
@@ -187,18 +231,7 @@ def simulate_fifo_pods(jobs: list[Job], run: dict[str, float]) -> Stats:
             for node in job_nodes.pop(name):
                 free[node] = [f + d for f, d in zip(free[node], job.demand)]
         started = time.perf_counter()
-        done = []
-        for name, placed in pending.items():  # dicts keep insertion (= submission) order
-            job = by_name[name]
-            while len(placed) < job.workers:
-                fits = [n for n, f in free.items() if all(x + 1e-9 >= d for x, d in zip(f, job.demand))]
-                if not fits:
-                    break
-                node = max(fits, key=lambda n: (free[n][2], free[n][0], n))
-                free[node] = [f - d for f, d in zip(free[node], job.demand)]
-                placed.append(node)
-            if len(placed) == job.workers:
-                done.append(name)
+        done = fifo_pass(pending, free, by_name)
         stats.pass_seconds.append(time.perf_counter() - started)
         stats.queue_seen.append(len(pending))
         for name in done:
@@ -263,6 +296,9 @@ def main() -> None:
     print(f"\n{'':{width}}  {'ours (gang admit)':>18}  {'FIFO pods, no gang':>18}  {'ours w/o reservation':>20}")
     for key in ours:
         print(f"{key:{width}}  {ours[key]:>18}  {anchor[key]:>18}  {greedy[key]:>20}")
+    queued, ours_ms, fifo_ms = one_big_pass(jobs)
+    print(f"\none pass with all {queued} other jobs queued at once (cluster half busy): "
+          f"ours {ours_ms:.1f} ms, FIFO pods {fifo_ms:.1f} ms (ratio {ours_ms / fifo_ms:.1f}x)")
 
 
 if __name__ == "__main__":

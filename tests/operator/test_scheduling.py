@@ -238,5 +238,13 @@ def test_properties_of_every_decision(scenario):
         top = max(by_name[p.job].priority for p in d.admitted)
         assert all(by_name[v].priority < top for v in d.preempted)
 
-    # Deterministic, whatever the order of the inputs.
-    assert admit(list(reversed(nodes)), list(reversed(run)), list(reversed(queue)), quotas) == d
+    # A job the empty cluster cannot hold waits and says so.
+    for j in queue:
+        room = sum(min(int(n.cpu // j.cpu), int(n.memory // j.memory), int(n.gpu // j.gpu) if j.gpu else 99)
+                   for n in nodes)
+        if room < j.workers:
+            assert j.name in d.waiting and "larger than the cluster" in d.reasons[j.name]
+
+    # Deterministic, whatever the order of the inputs (the reasons too).
+    again = admit(list(reversed(nodes)), list(reversed(run)), list(reversed(queue)), quotas)
+    assert again == d and dict(again.reasons) == dict(d.reasons)
