@@ -34,9 +34,26 @@ RESOURCES = [  # (group/version, plural, kind, namespaced, status subresource)
 ]
 
 
+def crd_validator(kind: str) -> Callable[[dict], str | None]:
+    """The first error of a whole CR against K1's CRD schema (loopml.deploy.crds, unknown fields
+    refused), as the API server's 422: samples, the operator's status writes, every patch."""
+    import jsonschema
+
+    from loopml.deploy import crds
+
+    validator = jsonschema.Draft202012Validator(crds.object_schema(kind))
+
+    def check(obj: dict) -> str | None:
+        err = next(iter(sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))), None)
+        return f"{kind} {'.'.join(map(str, err.absolute_path))}: {err.message}" if err else None
+    return check
+
+
 def declare_all(api: FakeApiServer, extra: list[tuple] = ()) -> None:
     for gv, plural, kind, namespaced, status in [*RESOURCES, *extra]:
         api.declare(gv, plural, kind, namespaced=namespaced, status=status)
+    api.validators.update(modeldeployments=crd_validator("ModelDeployment"),
+                          trainingjobs=crd_validator("TrainingJob"))
     api.namespaces[:] = ["default", "ml", "team-a", "team-b"]
 
 
