@@ -416,3 +416,23 @@ class DataStoreUnavailable(LoopmlError):
     def __init__(self, uri: str, why: str) -> None:
         self.uri = uri
         super().__init__(f"LOOPML_DATA_URI={uri}: {why}; check the URL, AWS_ENDPOINT_URL and the AWS_* credentials")
+
+
+class RemoteHomeNeedsServers(LoopmlError):
+    """``LOOPML_HOME`` is an object store but MLflow or the state store would still be a SQLite
+    file private to this machine: the replicas and the controller would not share them."""
+
+    def __init__(self, home: str, variable: str) -> None:
+        self.home, self.variable = home, variable
+        what = "an MLflow tracking server (http://...)" if variable == "LOOPML_TRACKING_URI" else "postgresql://..."
+        super().__init__(f"LOOPML_HOME={home} is on object storage, so {variable} must name a shared "
+                         f"server ({what}), not a local SQLite file; set {variable}")
+
+
+class HomeStoreUnavailable(DataStoreUnavailable):
+    """``LOOPML_HOME`` names an object store loopml cannot reach; fails closed like
+    :class:`DataStoreUnavailable`."""
+
+    def __init__(self, uri: str, why: str) -> None:
+        LoopmlError.__init__(self, f"LOOPML_HOME={uri}: {why}; check the URL, AWS_ENDPOINT_URL and the AWS_* credentials")
+        self.uri = uri

@@ -22,33 +22,34 @@ META_FILE = "meta.json"
 
 
 @contextlib.contextmanager
-def reachable(uri: str) -> Iterator[None]:
+def reachable(uri: str, error: type[DataStoreUnavailable] = DataStoreUnavailable) -> Iterator[None]:
     """Turn a store that cannot be reached (connection refused, bad credentials, missing bucket)
-    into :class:`DataStoreUnavailable`: fail closed, never "no snapshots"."""
+    into :class:`DataStoreUnavailable` (or ``error``, naming the setting): fail closed, never
+    "no snapshots"."""
     try:
         yield
     except (LoopmlError, FileNotFoundError, ValueError):
         raise
     except Exception as exc:  # botocore / aiohttp / OSError: all mean "the store is not usable"
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise DataStoreUnavailable(uri, f"cannot reach the object store ({type(exc).__name__}: {first})") from None
+        raise error(uri, f"cannot reach the object store ({type(exc).__name__}: {first})") from None
 
 
 def store(uri: str) -> ObjectHome:
     return ObjectHome(uri)
 
 
-def check_reachable(home: ObjectHome) -> None:
+def check_reachable(home: ObjectHome, error: type[DataStoreUnavailable] = DataStoreUnavailable) -> None:
     """List the store's root once: a missing bucket or an unreachable endpoint raises here instead
     of looking like an empty store (fsspec reports a missing bucket as FileNotFoundError)."""
-    with reachable(home.url):
+    with reachable(home.url, error):
         if home._local:  # noqa: SLF001 - a local folder: a missing one is simply empty
             return
         bucket = home._path().split("/", 1)[0]  # noqa: SLF001 - the resolved "bucket/prefix"
         try:
             home.fs.ls(bucket, detail=False, refresh=True)
         except FileNotFoundError:
-            raise DataStoreUnavailable(home.url, f"bucket '{bucket}' does not exist") from None
+            raise error(home.url, f"bucket '{bucket}' does not exist") from None
 
 
 def publish(home: ObjectHome, snap_id: str, folder: Path) -> None:
