@@ -120,6 +120,14 @@ def test_backfill_stays_off_the_nodes_reserved_for_the_head():
     assert d.waiting == ("big", "s2") and "big" in d.reasons["s2"]
 
 
+def test_a_stale_view_neither_doubles_a_running_job_nor_loses_a_vanished_nodes_quota():
+    # "r" is running and still listed in the queue; "gone" runs on a node no longer listed.
+    r = running((job("r", gpu=4, ns="a"), ("n0",)), (job("gone", gpu=4, ns="a"), ("old-node",)))
+    q = [job("r", gpu=4, ns="a"), job("next", gpu=4, ns="a", submitted=1)]
+    d = admit(gpu_nodes(1), r, q, {"a": {"gpu": 8}})
+    assert d.admitted == () and d.waiting == ("next",) and "quota" in d.reasons["next"]
+
+
 def test_the_head_reserves_the_node_that_drains_first_not_the_one_with_most_room():
     # n0: one job on 4 GPUs; n1: three jobs on 3 GPUs (more room, but three jobs to wait for).
     r = running((job("a", gpu=4), ("n0",)), *[(job(f"b{i}", gpu=1), ("n1",)) for i in range(3)])

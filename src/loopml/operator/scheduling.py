@@ -217,6 +217,8 @@ def admit(nodes: Sequence[Node], running: Sequence[tuple[Job, Placement]], queue
                     preempted.append(victim.name)
         if placed is not None:
             state.take(job, placed)
+            # Live from now on; never a victim later in this decision: jobs come in priority
+            # order and only strictly lower priorities are preempted.
             state.live[job.name] = (job, Placement(job.name, placed))
             admitted.append(Placement(job.name, placed))
             continue
