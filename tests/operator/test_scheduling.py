@@ -246,6 +246,15 @@ def test_properties_of_every_decision(scenario):
         top = max(by_name[p.job].priority for p in d.admitted)
         assert all(by_name[v].priority < top for v in d.preempted)
 
+    # The head (the job room is reserved for) really does not fit in what is left free.
+    for name, reason in d.reasons.items():
+        if "reserved for it" in reason:
+            j = by_name[name]
+            left = {n.name: [c - u for c, u in zip((n.cpu, n.memory, n.gpu), per_node[n.name])] for n in nodes}
+            room = sum(min([int((f[i] + 1e-9) // x) for i, x in enumerate(j.demand) if x > 0] or [99])
+                       for f in left.values())
+            assert room < j.workers
+
     # A job the empty cluster cannot hold waits and says so.
     for j in queue:
         room = sum(min(int(n.cpu // j.cpu), int(n.memory // j.memory), int(n.gpu // j.gpu) if j.gpu else 99)
