@@ -20,9 +20,10 @@ is tested and benchmarked (benchmarks/scheduler_bench.py) without an API server.
 - **No starvation of big jobs**: the first job in order that fits the cluster but not its
   free room now becomes the *head*; room is reserved for it on the nodes that should drain
   first (fewest running jobs, then most free room: ``packing.reserve``) and later jobs only
-  backfill what lies outside that reservation. Backfill never delays the head (nothing lands on its nodes) and still uses
-  the rest of the cluster; the scheduler knows no run times, so a reservation rather than
-  EASY backfill's start-time estimate. Jobs that can never run (bigger than the cluster or
+  backfill what lies outside that reservation. Backfill never delays the head (nothing
+  lands on its nodes while they drain) and still uses the rest of the cluster; the spec
+  carries no run times, so a reservation rather than EASY backfill's start-time estimate
+  (cost and gain measured in docs/benchmarks.md). Jobs that can never run (bigger than the cluster or
   than their quota) and jobs held by their own quota get no reservation: waiting for them
   would stop everyone else for nothing.
 
@@ -112,7 +113,8 @@ def _never(job: Job, allocatable: Mapping[str, list[float]], cap: Sequence[float
                 f"gpu={job.gpu}; the empty cluster holds {held} of them")
     kind = _over_quota(job.total, (0.0, 0.0, 0.0), cap)
     if kind:
-        return f"larger than the namespace quota: {kind} {job.total[_KINDS.index(kind)]:g} > {cap[_KINDS.index(kind)]:g}"
+        i = _KINDS.index(kind)
+        return f"larger than the namespace quota: {kind} {job.total[i]:g} > {cap[i]:g}"
     return ""
 
 
