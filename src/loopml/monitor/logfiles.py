@@ -18,6 +18,9 @@ the swap is under way (``running``) or over (``done``), with a generation number
 runs, a reader uses the outputs only when every one of them exists, else the inputs only,
 so no row is ever read twice or missed; :func:`snapshot` re-lists when the journal changed
 while it listed (see :mod:`loopml.monitor.compaction` for the writer's side).
+
+The same names and journal are used for each replica's published log on object storage:
+:func:`snapshot` takes a :class:`loopml.monitor.remotelog.RemoteFolder` as well as a path.
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ def hour_start_ms(rel_dir: str) -> int | None:
 
 
 def _names(folder: Path) -> list[str]:
+    if hasattr(folder, "names"):  # a replica's folder on object storage (monitor.remotelog)
+        return folder.names()
     try:
         return [e.name for e in os.scandir(folder)]
     except (FileNotFoundError, NotADirectoryError):

@@ -4,7 +4,8 @@
 few seconds and ``loopml monitor`` calls per window. It lists the hour folders of the
 window and the fresh parts (:func:`loopml.monitor.logfiles.snapshot`), then hands DuckDB
 only those files. A file deleted between listing and reading (compaction, retention) makes
-it list again.
+it list again. A root that carries ``remote_url`` (a workspace whose ``LOOPML_HOME`` is on
+object storage) is read from every replica's published parts (:mod:`loopml.monitor.remotelog`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def log_files(root: str | Path, model: str, *, since: float | None = None,
               until: float | None = None) -> list[str]:
     """Paths of the files holding a model's rows in ``[since, until)`` (all when unbounded),
     each row in exactly one of them, oldest first by name."""
+    if getattr(root, "remote_url", None):  # LOOPML_HOME on object storage: every replica's parts
+        from loopml.monitor.remotelog import remote_files
+
+        return remote_files(root, model, since=since, until=until)
     folder = Path(root) / model
     files = snapshot(folder, _ms(since), _ms(until, up=True))
     return [str(folder / f.rel) for f in sorted(files, key=lambda f: (f.min_ms, f.rel))]
@@ -76,6 +81,10 @@ def read_predictions(root: str | Path, model: str, *, since: float | None = None
 
     from loopml.monitor.predlog import META_COLUMNS
 
+    if getattr(root, "remote_url", None):  # LOOPML_HOME on object storage: every replica's parts
+        from loopml.monitor.remotelog import read_remote
+
+        return read_remote(root, model, since=since, until=until, limit=limit, last=last)
     folder = Path(root) / model
     for attempt in range(retries):
         files = snapshot(folder, _ms(since), _ms(until, up=True))

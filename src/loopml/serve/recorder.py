@@ -20,6 +20,11 @@ The recorder also compacts its model's log in a background thread (every
 ``compact_interval_s``; see :mod:`loopml.monitor.compaction`): the server is where parts
 are made, it runs whether or not a controller does, and the compaction lock lets exactly
 one of several workers or replicas do each round.
+
+When the log root carries ``remote_url`` (``LOOPML_HOME=s3://...``), the local folder is an
+outbox instead: a publisher thread uploads sealed parts to ``<home>/predictions/<model>/
+<replica>/`` every ``LOOPML_PREDICTION_LOG_PUBLISH_INTERVAL_S`` (2 s) and compacts this
+replica's prefix every ``compact_interval_s`` (see :mod:`loopml.monitor.remotelog`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ ENV = {"mode": "LOOPML_PREDICTION_LOG_MODE", "retention_days": "LOOPML_PREDICTIO
        "max_bytes": "LOOPML_PREDICTION_LOG_MAX_BYTES", "compact_interval_s": "LOOPML_PREDICTION_LOG_COMPACT_INTERVAL_S"}
 
 
+PUBLISH_INTERVAL_S = 2.0  # remote home: seconds between uploads of sealed parts
 _DEFAULTS = PredictionLogSpec()  # one source of defaults: the spec's
 
 
@@ -143,6 +149,7 @@ class PredictionRecorder:
     def __init__(self, root: str | Path, model: str, *, max_pending_rows: int = 200_000,
                  flush_interval_s: float = 1.0, flush_rows: int = 50_000,
                  settings: LogSettings | None = None) -> None:
+        self.remote_url = getattr(root, "remote_url", None)  # read before Path() drops it
         self.root = Path(root)
         self.model = model
         self.max_pending_rows = max_pending_rows
@@ -153,6 +160,8 @@ class PredictionRecorder:
         self.recorded = 0
         self.compactions = 0
         self.compaction_errors = 0
+        self.published = 0  # parts uploaded to the remote home
+        self.publish_errors = 0
         self.writer: Any = None
         self._started = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,7 +186,12 @@ class PredictionRecorder:
                                               max_queue_rows=self.max_pending_rows,
                                               acknowledged=self.acknowledged,
                                               on_commit=self._committed if self.acknowledged else None).start()
-            if self.settings.compact_interval_s > 0:
+            if self.remote_url:
+                self._stop.clear()
+                self._compactor = threading.Thread(target=self._publish_loop, daemon=True,
+                                                   name=f"predlog-publish-{self.model}")
+                self._compactor.start()
+            elif self.settings.compact_interval_s > 0:
                 self._stop.clear()
                 self._compactor = threading.Thread(target=self._compact_loop, daemon=True,
                                                    name=f"predlog-compact-{self.model}")
@@ -274,6 +288,38 @@ class PredictionRecorder:
                 self.compaction_errors += 1
                 log.warning("%s: prediction log compaction failed: %s: %s", self.model, type(e).__name__, e)
 
+    # -- publishing (remote home) ----------------------------------------------------------
+
+    def publish_now(self, compact: bool = False) -> int:
+        """Upload this model's sealed local parts (and, with ``compact``, compact this replica's
+        published parts); returns the parts published. One publisher per outbox at a time."""
+        from loopml.monitor.compaction import compaction_lock
+        from loopml.monitor.remotelog import compact_replica, model_folder, publish_sealed, replica_id
+
+        replica = replica_id()
+        remote = model_folder(self.remote_url, self.model)
+        with compaction_lock(self.root / self.model, wait=True):
+            n = publish_sealed(self.root / self.model, remote, replica)
+            if compact:
+                compact_replica(remote / replica, min_age_s=PUBLISH_INTERVAL_S)
+                self.compactions += 1
+        self.published += n
+        return n
+
+    def _publish_loop(self) -> None:
+        interval = float(os.environ.get("LOOPML_PREDICTION_LOG_PUBLISH_INTERVAL_S") or PUBLISH_INTERVAL_S)
+        every = self.settings.compact_interval_s
+        last_compact = time.monotonic()
+        while not self._stop.wait(interval):
+            compact = every > 0 and time.monotonic() - last_compact >= every
+            try:
+                self.publish_now(compact=compact)
+            except Exception as e:  # noqa: BLE001 - the parts stay in the outbox; the next round retries
+                self.publish_errors += 1
+                log.warning("%s: publishing the prediction log failed: %s: %s", self.model, type(e).__name__, e)
+            if compact:
+                last_compact = time.monotonic()
+
     @property
     def lag_seconds(self) -> float:
         """Seconds since the log last caught up, 0 when nothing waits."""
@@ -291,6 +337,12 @@ class PredictionRecorder:
             self._compactor = None
         if self.writer is not None:
             self.writer.close()
+        if self.remote_url:  # what the writer sealed last goes out now, not with the next process
+            try:
+                self.publish_now()
+            except Exception as e:  # noqa: BLE001 - kept in the outbox for the next start
+                self.publish_errors += 1
+                log.warning("%s: publishing the prediction log failed: %s: %s", self.model, type(e).__name__, e)
 
 
 class RecordingPredictor:
