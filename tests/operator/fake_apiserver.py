@@ -306,6 +306,7 @@ class FakeCluster:
         ready.wait(30)
         if failure or not self.url:
             raise RuntimeError(f"the fake API server did not start: {failure}")
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.kubeconfig.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
