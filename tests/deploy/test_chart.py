@@ -41,7 +41,9 @@ def test_helm_template_equals_the_python_renderer(deployed):
     by_helm = {(o["kind"], o["metadata"]["name"]): o for o in _template(paths["chart"])}
     by_python = {(o["kind"], o["metadata"]["name"]): o for o in render(values)}
     assert sorted(by_helm) == sorted(by_python)
-    assert len(by_python) == 10
+    # ConfigMap, server Deployment, Service, PDB, HPA, controller, operator (+ ServiceAccount,
+    # ClusterRole, ClusterRoleBinding), ServiceMonitor, PrometheusRule, three NetworkPolicies
+    assert len(by_python) == 15
     for key, obj in by_python.items():
         assert by_helm[key] == obj, key
 
@@ -58,6 +60,37 @@ def test_helm_template_agrees_with_parts_switched_off(deployed, tmp_path):
     by_python = {(o["kind"], o["metadata"]["name"]): o for o in render(check(merge(values, override)))}
     assert sorted(by_helm) == sorted(by_python)
     assert by_helm == by_python
+
+
+@pytest.mark.parametrize("override", [
+    {"operator": {"watchNamespace": "team-a", "namespace": "ml"}},
+    {"operator": {"namespace": "ml", "prometheusUrl": "http://prometheus.monitoring:9090/federate"}},
+    {"operator": {"enabled": False}},
+], ids=["one-namespace", "all-namespaces", "no-operator"])
+def test_helm_template_agrees_on_the_operator_and_its_rbac(deployed, tmp_path, override):
+    """Installed into namespace ml: Helm's release namespace and operator.namespace agree."""
+    from loopml.deploy.values import check, merge
+
+    values, paths = deployed
+    f = tmp_path / "op.yaml"
+    f.write_text(yaml.safe_dump({"operator": {k: v for k, v in override["operator"].items() if k != "namespace"}}))
+    by_helm = {(o["kind"], o["metadata"]["name"]): o for o in _template(paths["chart"], f, "--namespace", "ml")}
+    by_python = {(o["kind"], o["metadata"]["name"]): o for o in render(check(merge(values, override)))}
+    assert by_helm == by_python
+    kinds = {k for k, _ in by_python}
+    if not override["operator"].get("enabled", True):
+        assert not kinds & {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        assert ("Deployment", "fraud-operator") not in by_python
+        return
+    binding = by_python[("ClusterRoleBinding", next(n for k, n in by_python if k == "ClusterRoleBinding"))]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fraud-operator", "namespace": "ml"}]
+    args = by_python[("Deployment", "fraud-operator")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    if "watchNamespace" in override["operator"]:
+        assert args[:3] == ["operator", "--namespace", "team-a"]
+        assert by_python[("Role", "fraud-operator")]["metadata"]["namespace"] == "team-a"
+    else:
+        assert args[:2] == ["operator", "--all-namespaces"] and "Role" not in kinds
+        assert args[-2:] == ["--prometheus-url", "http://prometheus.monitoring:9090/federate"]
 
 
 def test_chart_defaults_have_the_renderers_shape():
@@ -116,6 +149,9 @@ def test_chart_values_schema_is_the_renderers():
     ({"autoscaling": {"enabled": "yes"}}, False),
     ({"server": {"resources": {"limits": {"nvidia.com/gpu": 1}}}}, True),  # resource names are free
     ({"image": {"tag": 2}}, True),
+    ({"operator": {"watchNamespace": "team-a"}}, True),
+    ({"operator": {"watchNamespace": 3}}, False),
+    ({"operator": {"resources": {"limits": {"memory": "2Gi"}}}}, True),
 ])
 def test_helm_and_loopml_accept_and_refuse_the_same_values(deployed, tmp_path, override, accepted):
     from loopml.deploy.values import check, merge

@@ -56,11 +56,14 @@ def _pods(objects):
 def test_no_container_runs_as_root_or_can_escalate(deployed):
     _, paths = deployed
     pods = list(_pods(_objects(paths)))
-    assert len(pods) == 2
+    assert len(pods) == 3
     for dep, pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
-        assert pod["automountServiceAccountToken"] is False
+        # only the operator talks to the Kubernetes API, under its own ServiceAccount
+        operator = dep["metadata"]["name"] == "fraud-operator"
+        assert pod["automountServiceAccountToken"] is operator
+        assert pod.get("serviceAccountName") == ("fraud-operator" if operator else None)
         for c in pod["containers"]:
             sc = c["securityContext"]
             assert sc["runAsNonRoot"] and sc.get("runAsUser", 1) != 0
@@ -114,6 +117,11 @@ def test_probes_ports_and_grace_follow_the_spec(deployed):
     assert hpa["metrics"][1]["resource"]["name"] == "cpu"
     ctl = objs[("Deployment", "fraud-controller")]["spec"]
     assert ctl["replicas"] == 1 and ctl["strategy"] == {"type": "Recreate"}
+    # the controller drives the server pods through their Service, and starts no server itself
+    args = ctl["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--server-url") + 1] == "http://fraud-server:9000" and "--no-server" in args
+    op = objs[("Deployment", "fraud-operator")]["spec"]
+    assert op["replicas"] == 1 and op["strategy"] == {"type": "Recreate"}
     assert "replicas" not in objs[("Deployment", "fraud-server")]["spec"]  # the HPA owns it
 
 
@@ -178,7 +186,11 @@ def test_pods_call_loopml_as_its_cli_and_settings_define_it(deployed):
         serve_env = {e["name"] for e in c["env"] if e["name"].startswith("LOOPML_SERVE_")}
         assert serve_env <= set(SERVING_ENV.values())
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            if probe in c:
+            if probe in c and c["name"] == "operator":  # Kopf's own liveness endpoint, on the port named
+                url = c["args"][c["args"].index("--liveness") + 1]
+                port = {p["name"]: p["containerPort"] for p in c["ports"]}[c[probe]["httpGet"]["port"]]
+                assert url == f"http://0.0.0.0:{port}{c[probe]['httpGet']['path']}"
+            elif probe in c:
                 assert c[probe]["httpGet"]["path"] in _SIMPLE_ROUTES
     objs = {o["kind"]: o for o in _objects(paths)}
     assert objs["ServiceMonitor"]["spec"]["endpoints"][0]["path"] in _SIMPLE_ROUTES

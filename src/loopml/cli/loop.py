@@ -20,24 +20,53 @@ rollout_app = typer.Typer(help="Inspect or steer the rollout in progress.", no_a
 
 def up(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri: TrackingOpt = None,
        port: Annotated[Optional[int], typer.Option(help="Server port (default: the spec's serving.port).")] = None,
-       run_for: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None) -> None:
+       run_for: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None,
+       no_server: Annotated[bool, typer.Option("--no-server", help="Start no server: drive the running ones at "
+                                               "--server-url (on Kubernetes, the server pods' Service).")] = False,
+       server_url: Annotated[Optional[str], typer.Option(help="With --no-server: the servers' URL; their admin "
+                                                         "token comes from LOOPML_ADMIN_TOKEN.")] = None) -> None:
     """Start the server and the controller for the project (retrain, gate, progressive rollout).
 
     One controller per workspace: a second ``loopml up`` exits 2 naming the running one. The
-    server is supervised: when it dies it is restarted with backoff (see ``loopml status``)."""
+    server is supervised: when it dies it is restarted with backoff (see ``loopml status``).
+    With ``--no-server`` the controller alone runs, against servers someone else runs."""
     from loopml.loop.lock import ControllerLock
     from loopml.spec import load_spec
 
+    _check_no_server(no_server, server_url, port)
     spec = load_spec(project)
     ws = workspace(home, tracking_uri)
     lock = ControllerLock(ws, project).acquire()  # before anything else: ControllerRunning exits 2
     try:
-        _up(spec, ws, project, port, run_for)
+        _up(spec, ws, project, port, run_for, server_url if no_server else None)
     finally:
         lock.release()
 
 
-def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float]) -> None:
+def _check_no_server(no_server: bool, url: Optional[str], port: Optional[int]) -> None:
+    """The token is never an argument (argv is world-readable in /proc): only the environment."""
+    import os
+    from urllib.parse import urlsplit
+
+    from loopml.errors import LoopmlError
+
+    if url is not None and not no_server:
+        raise LoopmlError("--server-url: only with --no-server (without it, up starts a server of its own)")
+    if not no_server:
+        return
+    if port is not None:
+        raise LoopmlError("--port: not with --no-server (there is no server of this process to place)")
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LoopmlError(f"--server-url: {url!r} is not an http(s) URL; --no-server needs the servers' URL, "
+                          "e.g. --server-url http://fraud-server:8080")
+    if not os.environ.get("LOOPML_ADMIN_TOKEN"):
+        raise LoopmlError("LOOPML_ADMIN_TOKEN: not set; --no-server drives servers with their admin token, set it "
+                          "in the environment (on Kubernetes, from the chart's Secret)")
+
+
+def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float],
+        server_url: Optional[str] = None) -> None:
     import os
 
     from rich.markup import escape
@@ -62,9 +91,11 @@ def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float]) 
         from loopml.cli.model import _progress_pipeline
 
         _progress_pipeline(spec, ws, project)
-    server = ServerProcess.adopt(ws)
+    server = None if server_url else ServerProcess.adopt(ws)
     started = False
-    if server is not None:
+    if server_url:  # controller only: no process to adopt, start or supervise
+        console.log(f"driving the servers at {server_url} (no server of its own)")
+    elif server is not None:
         server.token = token
         try:  # alive, maybe still starting (its controller was killed meanwhile): wait for it
             server.wait_ready(timeout=90)
@@ -73,26 +104,27 @@ def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float]) 
             console.log(f"the recorded server (pid {server.pid}) is not answering ({exc}): replacing it")
             server.stop()
             server = None
-    if server is None:
+    if server is None and not server_url:
         server = ServerProcess(ws, [f"{spec.name}@champion"], host=serving.host, port=serving.port, token=token,
                                project=project).start()
         started = True
         console.log(f"serving {spec.name}@champion at {server.url}")
-    supervisor = Supervisor(server, spec.name, say=lambda msg: console.log(escape(msg))).start()
+    supervisor = None if server_url else Supervisor(server, spec.name, say=lambda msg: console.log(escape(msg))).start()
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__("now", True))
     deadline = time.monotonic() + run_for if run_for else None
     # the controller re-reads loopml.yaml from this folder when it is edited (validated first)
     project_dir = project if project.is_dir() else project.parent
-    ctl = Controller(spec, ws, ServerClient(server.url, token), project_dir=project_dir,
+    ctl = Controller(spec, ws, ServerClient(server_url or server.url, token), project_dir=project_dir,
                      say=lambda msg: console.log(escape(msg)))
     try:
         ctl.run(lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline))
     except KeyboardInterrupt:
         pass
     finally:
-        supervisor.stop()
-        if started or supervisor.restarts:  # a server this controller started (or restarted) stops with it
+        if supervisor is not None:
+            supervisor.stop()
+        if supervisor is not None and (started or supervisor.restarts):  # one it started (or restarted) stops with it
             server.stop()
             console.log("server stopped")
 

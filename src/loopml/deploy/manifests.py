@@ -3,16 +3,21 @@ key fields as the templates in ``deploy/helm/loopml/templates`` (tests/deploy re
 and compares them).
 
 Server pods run one ``loopml serve`` process each (scaling is the HPA's job, not workers');
-the controller is ``loopml up`` as one replica with strategy Recreate, because two controllers
-must never run a rollout at once (loop/lock.py guards one host only).
+the controller is ``loopml up --no-server`` as one replica with strategy Recreate, because two
+controllers must never run a rollout at once (loop/lock.py guards one host only); it drives the
+server pods through their Service. The operator (``loopml operator``, for the CRDs in crds.py)
+is one replica too, under its own ServiceAccount and the RBAC of rbac.py.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from loopml.deploy import rbac
+
 HOME = "/var/lib/loopml"  # the workspace: an emptyDir, the root filesystem is read-only
 PROJECT_DIR = "/etc/loopml/project"  # loopml.yaml from the ConfigMap
+OPERATOR_HEALTH_PORT = 8080  # Kopf's liveness endpoint (loopml operator --liveness)
 
 
 def _labels(values: dict, component: str) -> dict[str, str]:
@@ -111,7 +116,10 @@ def server_deployment(values: dict) -> dict:
 def controller_deployment(values: dict) -> dict:
     container = {
         "name": "controller", "image": _image(values), "imagePullPolicy": values["image"]["pullPolicy"],
-        "command": ["loopml"], "args": ["up", "--project", PROJECT_DIR],
+        # the server pods behind the Service, not a server of its own; the admin token is
+        # LOOPML_ADMIN_TOKEN from the Secret, never an argument
+        "command": ["loopml"], "args": ["up", "--project", PROJECT_DIR, "--no-server", "--server-url",
+                                        f"http://{values['nameOverride']}-server:{values['serving']['port']}"],
         "env": _env(values), "resources": values["controller"]["resources"],
         "securityContext": _container_security(), "volumeMounts": _mounts(),
     }
@@ -121,6 +129,33 @@ def controller_deployment(values: dict) -> dict:
                      "template": {"metadata": {"labels": sel},
                                   "spec": _pod_spec(values, container,
                                                     values["controller"]["terminationGracePeriodSeconds"])}}}
+
+
+def operator_deployment(values: dict) -> dict:
+    op = values["operator"]
+    scope = ["--namespace", op["watchNamespace"]] if op["watchNamespace"] else ["--all-namespaces"]
+    # ModelDeployments without an image run this chart's image; rollouts need Prometheus' evidence
+    args = ["operator", *scope, "--image", _image(values),
+            "--liveness", f"http://0.0.0.0:{OPERATOR_HEALTH_PORT}/healthz"]
+    if op["prometheusUrl"]:
+        args += ["--prometheus-url", op["prometheusUrl"]]
+    container = {
+        "name": "operator", "image": _image(values), "imagePullPolicy": values["image"]["pullPolicy"],
+        "command": ["loopml"], "args": args,
+        "ports": [{"name": "health", "containerPort": OPERATOR_HEALTH_PORT, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20,
+                          "failureThreshold": 3, "timeoutSeconds": 5},
+        "env": _env(values), "resources": op["resources"],
+        "securityContext": _container_security(), "volumeMounts": _mounts()[:2],
+    }
+    pod = _pod_spec(values, container, 30)
+    # the one pod that talks to the Kubernetes API: its own ServiceAccount, token mounted
+    pod = {"serviceAccountName": rbac.service_account_name(values), **pod, "automountServiceAccountToken": True,
+           "volumes": pod["volumes"][:2]}
+    sel = _labels(values, "operator")
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(values, "operator"),
+            "spec": {"replicas": 1, "selector": {"matchLabels": sel}, "strategy": {"type": "Recreate"},
+                     "template": {"metadata": {"labels": sel}, "spec": pod}}}
 
 
 def service(values: dict) -> dict:
@@ -180,9 +215,10 @@ def network_policy(values: dict) -> dict:
     return server
 
 
-def controller_network_policy(values: dict) -> dict:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(values, "controller"),
-            "spec": {"podSelector": {"matchLabels": _labels(values, "controller")}, "policyTypes": ["Ingress"],
+def controller_network_policy(values: dict, component: str = "controller") -> dict:
+    """The controller and the operator take no traffic at all."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(values, component),
+            "spec": {"podSelector": {"matchLabels": _labels(values, component)}, "policyTypes": ["Ingress"],
                      "ingress": []}}
 
 
@@ -193,6 +229,8 @@ def render(values: dict) -> list[dict[str, Any]]:
         out.append(hpa(values))
     if values["controller"]["enabled"]:
         out.append(controller_deployment(values))
+    if values["operator"]["enabled"]:
+        out += rbac.objects(values) + [operator_deployment(values)]
     mon = values["monitoring"]
     if mon["serviceMonitor"]["enabled"]:
         out.append(service_monitor(values))
@@ -202,4 +240,6 @@ def render(values: dict) -> list[dict[str, Any]]:
         out.append(network_policy(values))
         if values["controller"]["enabled"]:
             out.append(controller_network_policy(values))
+        if values["operator"]["enabled"]:
+            out.append(controller_network_policy(values, "operator"))
     return out

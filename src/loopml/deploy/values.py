@@ -23,6 +23,7 @@ INFLIGHT_METRIC = "loopml_inflight_requests"  # serve/metrics.py, a per-process 
 # a URL carrying user:password@ is a credential written inline
 _INLINE_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@:]+:[^/@]+@", re.I)
 INLINE_CHECKED = ("trackingUri", "s3EndpointUrl")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def default_values(spec=None, spec_text: str = "") -> dict[str, Any]:
@@ -72,6 +73,15 @@ def default_values(spec=None, spec_text: str = "") -> dict[str, Any]:
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"},
                           "limits": {"cpu": "2", "memory": "4Gi"}},
         },
+        # the Kopf operator for the ModelDeployment and TrainingJob custom resources (#13)
+        "operator": {
+            "enabled": True,
+            "watchNamespace": "",  # "": every namespace (a ClusterRole); a name: only it (a Role there)
+            "namespace": "",  # where the chart is installed; "": Helm's release namespace ("default" here)
+            "prometheusUrl": "",  # /federate of the Prometheus scraping the servers: rollouts are driven
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
+                          "limits": {"cpu": "1", "memory": "1Gi"}},
+        },
         "platform": {"trackingUri": "", "s3EndpointUrl": "", "region": ""},
         "secrets": {
             "existingSecret": f"{name}-secrets",
@@ -90,7 +100,7 @@ def default_values(spec=None, spec_text: str = "") -> dict[str, Any]:
 
 
 # mappings whose keys are the user's (resource names like nvidia.com/gpu), merged like Helm does
-FREE_FORM = ("server.resources", "controller.resources")
+FREE_FORM = ("server.resources", "controller.resources", "operator.resources")
 # values Kubernetes takes as a quantity or a number alike
 STRING_OR_NUMBER = ("autoscaling.inflightPerPod", "image.tag")
 
@@ -175,6 +185,11 @@ def check(values: dict) -> dict:
         port = values["serving"][key]
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise DeployError(f"values: serving.{key}: {port!r} is not a port; use a number from 1 to 65535")
+    for key in ("watchNamespace", "namespace"):
+        ns = values["operator"][key]
+        if ns and not (len(ns) <= 63 and _NAMESPACE.match(ns)):
+            raise DeployError(f"values: operator.{key}: {ns!r} is not a namespace name; use lowercase letters, "
+                              "digits and '-' (at most 63), or '' for the default")
     if values["serving"]["port"] == values["serving"]["grpcPort"]:
         raise DeployError("values: serving.grpcPort: must differ from serving.port")
     return values
