@@ -120,6 +120,18 @@ def test_good_samples_pass(name):
     assert problems(sample(name)) == []
 
 
+def test_the_examples_in_docs_kubernetes_md_pass():
+    """The ModelDeployment and TrainingJob docs/kubernetes.md shows are valid custom resources."""
+    import re
+
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    docs = [d for block in re.findall(r"```yaml\n(.*?)```", text, re.S) for d in yaml.safe_load_all(block)]
+    ours = [d for d in docs if d and d.get("apiVersion") == "loopml.dev/v1"]
+    assert sorted(d["kind"] for d in ours) == ["ModelDeployment", "TrainingJob"]
+    for d in ours:
+        assert problems(d) == [], d["kind"]
+
+
 def _set(obj: dict, dotted: str, value) -> dict:
     obj = copy.deepcopy(obj)
     *parents, last = dotted.split(".")
