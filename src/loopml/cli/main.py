@@ -35,13 +35,11 @@ def _mount() -> None:
     from loopml.cli.optimize import optimize as optimize_cmd
 
     app.command("optimize")(optimize_cmd)
-    try:  # `loopml operator` needs the k8s extra (kopf, kubernetes)
+    import importlib.util
+
+    if importlib.util.find_spec("kopf"):  # `loopml operator` needs the k8s extra; kopf is imported when it runs
         from loopml.cli.operator import operator as operator_cmd
 
-        import kopf  # noqa: F401
-    except ImportError:
-        operator_cmd = None
-    if operator_cmd is not None:
         app.command("operator")(operator_cmd)
     try:  # `loopml tune` needs the ray extra only when it runs; the module itself is light
         from loopml.cli.tune import tune as tune_cmd
