@@ -93,6 +93,16 @@ def test_helm_template_agrees_on_the_operator_and_its_rbac(deployed, tmp_path, o
         assert args[-2:] == ["--prometheus-url", "http://prometheus.monitoring:9090/federate"]
 
 
+def test_helm_installs_the_generated_crds(deployed):
+    """Helm picks the CRDs up from crds/ (installed before the templates, never templated)."""
+    from loopml.deploy.crds import crds
+
+    _, paths = deployed
+    objs = _template(paths["package"], None, "--include-crds")
+    assert [o for o in objs if o["kind"] == "CustomResourceDefinition"] == crds()
+    assert not [o for o in _template(paths["package"]) if o["kind"] == "CustomResourceDefinition"]
+
+
 def test_chart_defaults_have_the_renderers_shape():
     """deploy/helm/loopml/values.yaml and default_values() have the same keys at every level, so
     one values file serves helm and loopml deploy k8s."""
