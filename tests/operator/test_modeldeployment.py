@@ -157,4 +157,21 @@ def test_rollout_rolls_back_on_errors(env):
     assert policy(home, "loans")["kind"] == "single"
     warn = wait_for(lambda: [e for e in events(kube, "loans") if e["reason"] == "RolledBack"], "the event")
     assert warn[0]["type"] == "Warning"
-    assert env["promoted"] == []
+    assert ("loans", "challenger") not in env["promoted"]
+
+
+def test_the_last_step_passing_promotes_the_challenger(env):
+    kube, page, home = env["kube"], env["page"], env["home"]
+    one_step = {**ROLLOUT, "challenger": {"version": "2"}, "steps": [{"kind": "canary", "weight": 0.25}]}
+    kube.create(md("ads", "ads", rollout=one_step))
+    wait_for(lambda: status(kube, "ads").get("rollout", {}).get("phase") == "Canary", "the step")
+    assert policy(home, "ads")["challenger"] == "2"
+    _serve(page, "ads", "champion", 200)
+    _serve(page, "ads", "challenger", 50)
+    wait_for(lambda: status(kube, "ads")["rollout"]["phase"] == "Promoted", "the promotion")
+    assert status(kube, "ads")["rollout"] == {"step": 0, "weight": 1.0, "phase": "Promoted"}
+    assert cond(kube, "ads", "Promoted")["status"] == "True"
+    assert cond(kube, "ads", "Progressing")["status"] == "False"
+    assert ("ads", "2") in env["promoted"]
+    assert policy(home, "ads")["kind"] == "single"  # the champion alias now names the challenger
+    wait_for(lambda: any(e["reason"] == "Promoted" for e in events(kube, "ads")), "the Promoted event")
