@@ -40,9 +40,9 @@ def _meta(body: dict, name: str, labels: dict[str, str]) -> dict:
 
 
 def model_ref(spec: dict) -> str:
-    """``name@alias`` or ``name@version`` (the serve CLI's --model form); alias champion by default."""
+    """``name@alias`` or ``name/version`` (the serve CLI's --model forms); alias champion by default."""
     m = spec["model"]
-    return f"{m['name']}@{m['version'] if m.get('version') else m.get('alias') or 'champion'}"
+    return f"{m['name']}/{m['version']}" if m.get("version") else f"{m['name']}@{m.get('alias') or 'champion'}"
 
 
 def server_values(body: dict, settings: dict | None = None) -> dict:
@@ -52,9 +52,6 @@ def server_values(body: dict, settings: dict | None = None) -> dict:
     spec = body["spec"]
     v = default_values()
     v["nameOverride"] = body["metadata"]["name"]
-    repo, _, tag = (spec.get("image") or s.get("image") or "").rpartition(":")
-    if repo:
-        v["image"]["repository"], v["image"]["tag"] = repo, tag
     v["serving"]["models"] = [model_ref(spec)]
     v["secrets"]["existingSecret"] = s.get("secret", "loopml-secrets")
     r = spec.get("replicas") or {}
@@ -77,8 +74,18 @@ def server_deployment(body: dict, settings: dict | None = None) -> dict:
     s = settings or {}
     d = manifests.server_deployment(server_values(body, settings))
     d["metadata"] = _meta(body, f"{body['metadata']['name']}-server", d["metadata"]["labels"])
+    pod = d["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    image = body["spec"].get("image") or s.get("image")
+    if image:  # taken whole: "host:5000/repo" has a colon and no tag
+        container["image"] = image
     # spec.runtime is not passed on: `loopml serve` picks the runtime from the version's flavour
-    _project_volume(d["spec"]["template"]["spec"], s.get("projectConfigMap", "loopml-project"))
+    if s.get("projectConfigMap"):  # the serving section of a project's loopml.yaml, when named
+        _project_volume(pod, s["projectConfigMap"])
+    else:  # a ModelDeployment names its model only: no project, no ConfigMap to wait for
+        container["args"] = [a for a in container["args"] if a not in ("--project", manifests.PROJECT_DIR)]
+        container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "project"]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "project"]
     return d
 
 
@@ -115,9 +122,9 @@ def _training_container(body: dict, name: str, settings: dict | None) -> dict:
     values = server_values({"metadata": body["metadata"], "spec": {"model": {"name": "-"}}}, settings)
     return {"name": name, "image": spec["image"], "command": ["loopml"],
             "args": ["train", "--project", manifests.PROJECT_DIR, "--json"],
-            "env": [{"name": "LOOPML_WORKERS", "value": str(int(spec.get("workers", 1)))},
-                    {"name": "LOOPML_REGISTER_AS", "value": spec.get("registerAs", "challenger")}]
-            + manifests._env(values),
+            # the platform's endpoints and Secret references, as the server's; registerAs is
+            # applied by the operator when the job succeeds (hooks.py), not by the pod
+            "env": manifests._env(values),
             "resources": worker_resources(spec), "securityContext": manifests._container_security(),
             "volumeMounts": manifests._mounts()}
 
