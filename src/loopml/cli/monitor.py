@@ -237,6 +237,12 @@ def report(
         seg = f"; {sum(r.drifted for r in segments.values())} of {len(segments)} segments of {segment} drifted"
     _console().print(f"report written to [bold]{path}[/] ({drift_report.verdict.upper() if drift_report.drifted else drift_report.verdict}; "
                      f"{len(hist)} windows over time{seg}; {quality.volume_message})")
+    from loopml.monitor.published import publish_report  # LOOPML_HOME on object storage (#11)
+
+    where = publish_report(ws, version.name, {"report.html": Path(path).read_bytes(), "report.json": json.dumps(
+        {**drift_report.to_dict(), "quality": quality.to_dict()}, default=str).encode()})
+    if where:
+        _console().print(f"published to [bold]{where}[/] (and {where.rsplit('/', 1)[0]}/latest)")
 
 
 @app.command()
