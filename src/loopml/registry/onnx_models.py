@@ -14,6 +14,8 @@ on the probe and adopts ONNX only on parity.
   it), cast to float32 exactly where ``TorchTabularModel.transform`` casts, the network through
   ``torch.onnx.export``, then softmax in double and argmax -> class, merged into one graph.
 - XGBoost / LightGBM (scikit-learn API classes and regressors): ``onnxmltools``.
+- ``sentence_transformers`` models: the encoder with its mean pooling and normalisation
+  (:func:`loopml.serve.runtimes.text_embedding.export_onnx`); the tokenizer stays in Python.
 """
 
 from __future__ import annotations
@@ -184,3 +186,15 @@ def convert_boost(native: Any, width: int, flavor: str) -> Any:
     except Exception as e:  # noqa: BLE001 - onnxmltools raises many kinds
         raise NoConverter(f"onnxmltools cannot convert it: {type(e).__name__}: {' '.join(str(e).split())[:200]}") \
             from None
+
+
+# -- text embeddings ---------------------------------------------------------------------------
+
+TEXT_PROBES = 48  # texts, not rows of numbers: each is a full transformer pass on both sides
+
+
+def convert_text(registry: Any, ref: Any, info: Any) -> tuple[Any, Any, Any]:
+    from loopml.serve.runtimes.text_embedding import TextEmbeddingRuntime, export_onnx, probe_texts
+
+    native = TextEmbeddingRuntime(registry, ref, info).load().model_
+    return native, export_onnx(native, OPSET), probe_texts(registry.input_example(ref), TEXT_PROBES)

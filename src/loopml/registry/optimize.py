@@ -119,10 +119,16 @@ def _convert_and_compare(registry: Any, ref: Any, report: dict, probe_rows: int,
     with tempfile.TemporaryDirectory(prefix="loopml-onnx-") as tmp:
         folder = os.path.join(tmp, ONNX_ARTIFACT_PATH)
         save(proto, folder, external_data_bytes)
-        onnx_out = OnnxModel(open_session(os.path.join(folder, ONNX_FILE))).predict_outputs(probe)
+        session = open_session(os.path.join(folder, ONNX_FILE))
+        # a text model's graph is its encoder: the model's own tokenizer feeds it
+        with_session = getattr(model, "with_session", None)
+        onnx_out = (with_session(session) if with_session else OnnxModel(session)).predict_outputs(probe)
         try:
             reason = compare(model, probe, onnx_out, report)
-            if quant is not None:
+            if quant is not None and with_session is not None:
+                report["quantization"] = {"adopted": False, "reason": "INT8 refused: not offered for text embeddings"}
+                reason = f"{reason}; INT8 refused: not offered for text embeddings"
+            elif quant is not None:
                 from loopml.registry.quantize import try_quantize
 
                 try:
@@ -161,9 +167,11 @@ def _converted(registry: Any, ref: Any, probe_rows: int) -> tuple[Any, Any, Any]
             model, proto, probe = onnx_models.convert_pytorch(registry, ref, info, probe_rows)
         elif "xgboost" in flavors or "lightgbm" in flavors:
             model, proto, probe = _converted_boost(registry, ref, info, inputs, probe_rows)
+        elif "sentence_transformers" in flavors:
+            model, proto, probe = onnx_models.convert_text(registry, ref, info)
         else:
             raise Refused(f"no ONNX converter for flavors {sorted(flavors)} (loopml converts scikit-learn, "
-                          "PyTorch, XGBoost and LightGBM models)")
+                          "PyTorch, XGBoost, LightGBM and sentence-transformers models)")
     except onnx_models.NoConverter as e:
         raise Refused(str(e)) from None
     _add_metadata(proto, getattr(model, "classes_", None) if hasattr(model, "predict_proba") else None)

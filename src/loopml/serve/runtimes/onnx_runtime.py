@@ -117,7 +117,8 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def takes(cls, info: ModelInfo) -> bool:
-        return info.wants_onnx or "onnx" in info.flavors
+        # a text-embedding version's ONNX graph is its encoder only: the text runtime feeds it
+        return (info.wants_onnx and "sentence_transformers" not in info.flavors) or "onnx" in info.flavors
 
     def load(self) -> "OnnxRuntime":
         with tempfile.TemporaryDirectory(prefix="loopml-onnx-") as tmp:

@@ -28,6 +28,7 @@ from loopml.serve.runtimes.base import ModelInfo, Runtime
 FLAVOR = "sentence_transformers"
 DATA_DIR = "model.sentence_transformer"  # where mlflow.sentence_transformers saves the model
 DEFAULT_MAX_TOKENS = 256
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _read_json(folder: str, *parts: str) -> Any:
@@ -72,42 +73,101 @@ def _pooling_mode(conf: dict) -> str:
 
 
 class TextEmbeddingModel:
-    """Tokenizer + encoder + pooling with the estimator surface the serving path calls."""
+    """Tokenizer + encoder + pooling with the estimator surface the serving path calls. The
+    encoder is the ``transformers`` model, or an ONNX Runtime session of the same encoder with
+    the pooling inside the graph (``session``; see :func:`export_onnx`)."""
 
     predict_datatype = "FP32"
 
-    def __init__(self, tokenizer: Any, encoder: Any, normalize: bool) -> None:
+    def __init__(self, tokenizer: Any, encoder: Any, normalize: bool, *, session: Any = None,
+                 dim: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.normalize = normalize
-        self.dim = int(encoder.config.hidden_size)
+        self.session = session
+        self.dim = int(dim if dim is not None else encoder.config.hidden_size)
+        self._feeds = [i.name for i in session.get_inputs()] if session is not None else []
+
+    def with_session(self, session: Any) -> "TextEmbeddingModel":
+        """The same tokenizer and pooling with the encoder's ONNX graph instead of torch."""
+        return TextEmbeddingModel(self.tokenizer, None, self.normalize, session=session, dim=self.dim)
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer.encode_batch(texts)
+        return {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
 
     def predict(self, X: Any) -> np.ndarray:
-        import torch
-
         texts = _texts(X)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        enc = self.tokenizer.encode_batch(texts)
-        ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
-        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
-        types = torch.tensor([e.type_ids for e in enc], dtype=torch.long)
+        feeds = self.encode(texts)
+        if self.session is not None:
+            return np.asarray(self.session.run(None, {k: feeds[k] for k in self._feeds})[0], dtype=np.float32)
+        import torch
+
         with torch.inference_mode():
-            hidden = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            # padding tokens carry vectors too: only the real tokens are averaged
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            if self.normalize:
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            pooled = _pool(self.encoder, *(torch.from_numpy(feeds[k]) for k in ONNX_INPUTS), normalize=self.normalize)
         return pooled.float().numpy()
 
+    def predict_outputs(self, X: Any) -> tuple[np.ndarray, None]:
+        return self.predict(X), None
 
-def load_text_embedding(folder: str) -> TextEmbeddingModel:
-    """Load a sentence-transformers model folder (no network: local files only)."""
+
+def _pool(encoder: Any, ids: Any, mask: Any, types: Any, normalize: bool) -> Any:
+    import torch
+
+    hidden = encoder(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    # padding tokens carry vectors too: only the real tokens are averaged
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1) if normalize else pooled
+
+
+def export_onnx(model: TextEmbeddingModel, opset: int = 17) -> Any:
+    """The encoder with its pooling (and normalisation) as one ONNX graph: int64
+    ``input_ids`` / ``attention_mask`` / ``token_type_ids`` [n, seq] in, ``embedding`` [n, dim]
+    out; batch and sequence length dynamic (TorchScript-based exporter, as for PyTorch models)."""
+    import io
+
+    import onnx
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = model.encoder
+
+        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
+            return _pool(self.encoder, ids, mask, types, model.normalize)
+
+    feeds = model.encode(["a short text", "a somewhat longer text, so that the batch is padded"])
+    f = io.BytesIO()
+    axes = {name: {0: "n", 1: "seq"} for name in ONNX_INPUTS}
+    torch.onnx.export(Pooled().eval(), tuple(torch.from_numpy(feeds[k]) for k in ONNX_INPUTS), f, dynamo=False,
+                      input_names=list(ONNX_INPUTS), output_names=["embedding"],
+                      dynamic_axes={**axes, "embedding": {0: "n"}}, opset_version=opset)
+    return onnx.load_from_string(f.getvalue())
+
+
+def probe_texts(example: Any, n: int = 48, seed: int = 0) -> list[str]:
+    """Texts for the ONNX parity check: the input example, then texts of 1 to ~400 words made
+    from its words (past the token limit: truncation is compared too)."""
+    try:
+        seen = _texts(example) if example is not None else []
+    except ValueError:
+        seen = []
+    words = " ".join(seen).split() or "the quick brown fox jumps over the lazy dog".split()
+    rng = np.random.default_rng(seed)
+    lengths = np.geomspace(1, 400, num=max(n - len(seen), 1)).round().astype(int)
+    return [*seen, *(" ".join(rng.choice(words, int(k))) for k in lengths)]
+
+
+def load_text_embedding(folder: str, session: Any = None) -> TextEmbeddingModel:
+    """Load a sentence-transformers model folder (no network: local files only); with an ONNX
+    ``session`` of its encoder (see :func:`export_onnx`) torch is not loaded at all."""
     from tokenizers import Tokenizer
-    from transformers import AutoModel
-
-    from loopml.serve.runtimes.torch_runtime import serving_threads
 
     modules = _read_json(folder, "modules.json") or []
     kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
@@ -126,9 +186,17 @@ def load_text_embedding(folder: str) -> TextEmbeddingModel:
     tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
     tokenizer.enable_truncation(max_length=max_tokens)
     tokenizer.enable_padding()  # to the longest text of the batch, as sentence-transformers pads
+    normalize = "Normalize" in kinds
+    if session is not None:
+        dim = int((_read_json(folder, "config.json") or {}).get("hidden_size") or session.get_outputs()[0].shape[-1])
+        return TextEmbeddingModel(tokenizer, None, normalize, session=session, dim=dim)
+    from transformers import AutoModel
+
+    from loopml.serve.runtimes.torch_runtime import serving_threads
+
     serving_threads()
     encoder = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-    return TextEmbeddingModel(tokenizer, encoder, normalize="Normalize" in kinds)
+    return TextEmbeddingModel(tokenizer, encoder, normalize)
 
 
 class TextEmbeddingRuntime(Runtime):
@@ -144,4 +212,28 @@ class TextEmbeddingRuntime(Runtime):
             local = self.source.download(self.ref, tmp)
             folder = os.path.join(local, DATA_DIR)
             self.model_ = load_text_embedding(folder if os.path.isdir(folder) else local)
+        return self
+
+
+class TextEmbeddingOnnxRuntime(Runtime):
+    """A text-embedding version adopted for ONNX (``loopml optimize``): the tokenizer and
+    pooling settings from its own files, the encoder from ``onnx/model.onnx`` in its run. When
+    the session cannot be built the runtime chain falls back to :class:`TextEmbeddingRuntime`."""
+
+    runtime_name = "text_embedding_onnx"
+
+    @classmethod
+    def takes(cls, info: ModelInfo) -> bool:
+        return info.known and FLAVOR in info.flavors and info.wants_onnx
+
+    def load(self) -> "TextEmbeddingOnnxRuntime":
+        from loopml.serve.runtimes.base import ONNX_ARTIFACT_PATH, ONNX_FILE
+        from loopml.serve.runtimes.onnx_runtime import open_session
+
+        with tempfile.TemporaryDirectory(prefix="loopml-text-") as tmp:
+            local = self.source.download(self.ref, os.path.join(tmp, "model"))
+            folder = os.path.join(local, DATA_DIR)
+            graph = self.source.download_run_artifacts(self.ref, ONNX_ARTIFACT_PATH, os.path.join(tmp, "onnx"))
+            session = open_session(os.path.join(graph, ONNX_FILE))
+            self.model_ = load_text_embedding(folder if os.path.isdir(folder) else local, session=session)
         return self
