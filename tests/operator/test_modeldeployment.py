@@ -175,3 +175,15 @@ def test_the_last_step_passing_promotes_the_challenger(env):
     assert ("ads", "2") in env["promoted"]
     assert policy(home, "ads")["kind"] == "single"  # the champion alias now names the challenger
     wait_for(lambda: any(e["reason"] == "Promoted" for e in events(kube, "ads")), "the Promoted event")
+
+
+def test_a_new_rollout_section_starts_a_new_rollout(env):
+    kube, page, home = env["kube"], env["page"], env["home"]
+    wait_for(lambda: (status(kube, "loans").get("rollout") or {}).get("phase") == "RolledBack", "the rolled back CR")
+    kube.patch("ModelDeployment", NS, "loans", {"spec": {"rollout": {"challenger": {"alias": "challenger-2"}}}})
+    wait_for(lambda: status(kube, "loans")["rollout"]["phase"] == "Canary" and policy(home, "loans")["kind"] == "canary",
+             "a new first step", extra=lambda: status(kube, "loans"))
+    assert policy(home, "loans")["challenger"] == "challenger-2"
+    assert status(kube, "loans")["rollout"]["step"] == 0
+    assert (cond(kube, "loans", "RolledBack")["status"], cond(kube, "loans", "RolledBack")["reason"]) == \
+        ("False", "NewRollout")

@@ -8,8 +8,11 @@ needs no registry look-up to compare them.
 
 Counters are deltas against a baseline taken when a step starts (:meth:`start`). Baselines
 live in memory: after an operator restart the step's evidence starts again from zero, which
-only delays the decision. The prediction log (divergence, shadow agreement) is not read here;
-in a shadow step the challenger's sample is its ``shadow`` variant's answers.
+only delays the decision. The prediction log (divergence, shadow agreement) is not read here,
+so those checks are not measured (``decide_step`` skips what is not measurable). Servers count
+shadow predictions only in that log: in a shadow step every answered request was also sent to
+the challenger, so its sample is the champion's answers minus ``loopml_shadow_errors`` (the
+shadow predictions that failed or were dropped).
 """
 
 from __future__ import annotations
@@ -47,11 +50,12 @@ def by_variant(counters: dict[str, float]) -> dict[str, float]:
 def evidence_from(counters: dict[str, float], step: RolloutStep) -> tuple[signals.Evidence, float]:
     ev = signals.Evidence(champion=signals.variant_stats(counters, "", ("champion", "primary")),
                           challenger=signals.variant_stats(counters, "", ("challenger",)))
+    errors = signals.shadow_errors(counters, "")
     if step.kind == "canary":
         ev.challenger_logged = int(ev.challenger.requests)
-    else:
-        ev.challenger_logged = int(signals.variant_stats(counters, "", ("shadow",)).requests)
-    return ev, signals.shadow_errors(counters, "")
+    else:  # a shadow policy sends every answered request to the challenger too (serve/traffic.py)
+        ev.challenger_logged = max(0, int(ev.champion.requests - errors))
+    return ev, errors
 
 
 class PrometheusEvidence:

@@ -23,7 +23,7 @@ import kopf
 
 from loopml.loop.rollout import ADVANCE, ROLLBACK, decide_step, policy_for
 from loopml.operator import children
-from loopml.operator.conditions import condition, set_many
+from loopml.operator.conditions import condition, find, set_many
 from loopml.operator.evidence import EvidenceQuery
 from loopml.serve.traffic import parse_policy
 from loopml.spec import RolloutSpec
@@ -111,6 +111,9 @@ class ModelDeploymentHandlers:
             if reset_rollout or not ro:
                 ro = {"step": 0, "weight": 0.0, "phase": "Idle"}
                 conds.append(condition("Progressing", False, "Idle", "no rollout in progress", _gen(body)))
+                for done in ("RolledBack", "Promoted"):  # the outcome of the previous rollout is history
+                    if find((fresh.get("status") or {}).get("conditions"), done):
+                        conds.append(condition(done, False, "NewRollout", "a new rollout section", _gen(body)))
             if not body["spec"].get("rollout") and ro.get("phase") not in ("Shadow", "Canary"):
                 policy = manual_policy(body["spec"])
                 self.save_policy(body["spec"]["model"]["name"], policy)
