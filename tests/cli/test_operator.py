@@ -29,10 +29,10 @@ def test_bad_usage_exits_2_with_one_line(args, says, tmp_path):
     assert len(lines) == 1 and says in lines[0]
 
 
-def test_the_operator_runs_against_a_cluster_and_stops_on_sigterm(tmp_path):
+def test_the_operator_runs_cluster_wide_and_stops_on_sigterm(tmp_path):
     cluster = start_cluster(tmp_path)
     kube = Kube(str(cluster.kubeconfig))
-    proc = subprocess.Popen([*LOOPML, "operator", "-n", "ml", "--kubeconfig", str(cluster.kubeconfig),
+    proc = subprocess.Popen([*LOOPML, "operator", "--all-namespaces", "--kubeconfig", str(cluster.kubeconfig),
                              "--home", str(tmp_path / "ws"), "--image", "registry.example/loopml:2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "KUBECONFIG": str(tmp_path / "none")})
