@@ -1,4 +1,7 @@
-"""The ModelDeployment handlers under Kopf against the fake API server (tests/operator/fake_apiserver.py)."""
+"""The ModelDeployment handlers under Kopf against the fake API server (tests/operator/fake_apiserver.py).
+
+Traffic policies go to a PostgreSQL state store's ``policies`` table, where ``loopml serve``
+replicas on several machines read them (tests/cli/test_operator.py covers the workspace files)."""
 
 from __future__ import annotations
 
@@ -7,26 +10,27 @@ import pytest
 from loopml.operator.app import OperatorConfig, OperatorThread
 from loopml.operator.evidence import PrometheusEvidence
 from loopml.operator.kube import Kube
-from loopml.serve.policy_store import load_policy, policy_path
+from loopml.serve.policy_store import PolicyFiles
 from tests.operator.conftest import start_cluster, wait_for
 
 NS = "ml"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, metrics_page):
+def env(tmp_path_factory, metrics_page, pg_database):
     from loopml.serve.policy_store import PolicyFiles
 
     folder = tmp_path_factory.mktemp("operator-md")
+    state_uri = pg_database()
     cluster = start_cluster(folder)
     kube = Kube(str(cluster.kubeconfig))
     promoted: list[tuple[str, str]] = []
-    cfg = OperatorConfig(kube=Kube(str(cluster.kubeconfig)), policies=PolicyFiles(folder / "home"),
+    cfg = OperatorConfig(kube=Kube(str(cluster.kubeconfig)), policies=PolicyFiles(folder / "home", state_uri),
                          namespaces=(NS,), settings={"image": "registry.example/loopml:1.0"},
                          evidence=PrometheusEvidence(metrics_page.url),
                          promote=lambda model, ref: promoted.append((model, ref)), rollout_interval=0.2)
     op = OperatorThread(cfg).start()
-    yield {"kube": kube, "home": folder / "home", "page": metrics_page, "promoted": promoted, "cluster": cluster}
+    yield {"kube": kube, "store": state_uri, "page": metrics_page, "promoted": promoted, "cluster": cluster}
     op.stop()
     cluster.stop()
 
@@ -50,9 +54,10 @@ def events(kube, name: str) -> list[dict]:
     return [e for e in items if (e.get("involvedObject") or {}).get("name") == name]
 
 
-def policy(home, model: str) -> dict | None:
-    p = load_policy(policy_path(home, model))
-    return p.to_dict() if p else None
+def policy(state_uri: str, model: str) -> dict | None:
+    """The model's policy as a replica reads it from the state store."""
+    got = PolicyFiles("/nonexistent", state_uri).changed([model])
+    return got[model].to_dict() if model in got else None
 
 
 def test_create_makes_children_owned_by_the_cr(env):
@@ -98,7 +103,7 @@ def test_manual_traffic_split_reaches_the_policy_store(env):
     kube = env["kube"]
     wait_for(lambda: kube.get("ModelDeployment", NS, "fraud"), "the CR")
     kube.patch("ModelDeployment", NS, "fraud", {"spec": {"traffic": {"challengerWeight": 0.2}}})
-    got = wait_for(lambda: (policy(env["home"], "fraud") or {}).get("weight") == 0.2 and policy(env["home"], "fraud"),
+    got = wait_for(lambda: (policy(env["store"], "fraud") or {}).get("weight") == 0.2 and policy(env["store"], "fraud"),
                    "a canary policy")
     assert (got["kind"], got["challenger"]) == ("canary", "challenger")
 
@@ -106,12 +111,12 @@ def test_manual_traffic_split_reaches_the_policy_store(env):
 def test_delete_runs_the_finalizer_clean_up(env):
     kube = env["kube"]
     kube.create(md("gone", "gone-model", traffic={"challengerWeight": 0.5}))
-    wait_for(lambda: (policy(env["home"], "gone-model") or {}).get("kind") == "canary", "the canary policy")
+    wait_for(lambda: (policy(env["store"], "gone-model") or {}).get("kind") == "canary", "the canary policy")
     wait_for(lambda: "loopml.dev/finalizer" in (kube.get("ModelDeployment", NS, "gone")["metadata"].get("finalizers") or ()),
              "the finalizer")
     kube.delete("ModelDeployment", NS, "gone")
     wait_for(lambda: kube.get("ModelDeployment", NS, "gone") is None, "the CR to be gone")
-    assert policy(env["home"], "gone-model")["kind"] == "single"
+    assert policy(env["store"], "gone-model")["kind"] == "single"
 
 
 def _serve(page, model: str, variant: str, n: int, errors: int = 0) -> None:
@@ -125,18 +130,18 @@ ROLLOUT = {"challenger": {"alias": "challenger"}, "min_requests": 20, "max_error
 
 
 def test_rollout_step_advances_with_an_event_a_condition_and_traffic(env):
-    kube, page, home = env["kube"], env["page"], env["home"]
+    kube, page, store = env["kube"], env["page"], env["store"]
     _serve(page, "churn", "champion", 100)
     kube.create(md("churn", "churn", rollout=ROLLOUT))
     wait_for(lambda: status(kube, "churn").get("rollout", {}).get("phase") == "Canary", "the first step")
-    assert policy(home, "churn") == {"kind": "canary", "weight": 0.1, "key": None, "challenger": "challenger"}
+    assert policy(store, "churn") == {"kind": "canary", "weight": 0.1, "key": None, "challenger": "challenger"}
     assert status(kube, "churn")["rollout"]["step"] == 0
     # evidence since the step began: 30 clean challenger answers, as many champion ones
     _serve(page, "churn", "champion", 400)
     _serve(page, "churn", "challenger", 30)
     wait_for(lambda: status(kube, "churn")["rollout"]["step"] == 1, "the second step", extra=lambda: status(kube, "churn"))
     assert status(kube, "churn")["rollout"] == {"step": 1, "weight": 0.5, "phase": "Canary"}
-    assert policy(home, "churn")["weight"] == 0.5
+    assert policy(store, "churn")["weight"] == 0.5
     progressing = cond(kube, "churn", "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("True", "StepAdvanced")
     assert "30/20" not in progressing["message"] and "error rate 0.00%" in progressing["message"]
@@ -146,7 +151,7 @@ def test_rollout_step_advances_with_an_event_a_condition_and_traffic(env):
 
 
 def test_rollout_rolls_back_on_errors(env):
-    kube, page, home = env["kube"], env["page"], env["home"]
+    kube, page, store = env["kube"], env["page"], env["store"]
     kube.create(md("loans", "loans", rollout=ROLLOUT))
     wait_for(lambda: status(kube, "loans").get("rollout", {}).get("phase") == "Canary", "the first step")
     _serve(page, "loans", "champion", 300)
@@ -154,18 +159,18 @@ def test_rollout_rolls_back_on_errors(env):
     wait_for(lambda: status(kube, "loans")["rollout"]["phase"] == "RolledBack", "the rollback")
     rb = cond(kube, "loans", "RolledBack")
     assert (rb["status"], rb["reason"]) == ("True", "ThresholdCrossed") and "error rate 33.33%" in rb["message"]
-    assert policy(home, "loans")["kind"] == "single"
+    assert policy(store, "loans")["kind"] == "single"
     warn = wait_for(lambda: [e for e in events(kube, "loans") if e["reason"] == "RolledBack"], "the event")
     assert warn[0]["type"] == "Warning"
     assert ("loans", "challenger") not in env["promoted"]
 
 
 def test_the_last_step_passing_promotes_the_challenger(env):
-    kube, page, home = env["kube"], env["page"], env["home"]
+    kube, page, store = env["kube"], env["page"], env["store"]
     one_step = {**ROLLOUT, "challenger": {"version": "2"}, "steps": [{"kind": "canary", "weight": 0.25}]}
     kube.create(md("ads", "ads", rollout=one_step))
     wait_for(lambda: status(kube, "ads").get("rollout", {}).get("phase") == "Canary", "the step")
-    assert policy(home, "ads")["challenger"] == "2"
+    assert policy(store, "ads")["challenger"] == "2"
     _serve(page, "ads", "champion", 200)
     _serve(page, "ads", "challenger", 50)
     wait_for(lambda: status(kube, "ads")["rollout"]["phase"] == "Promoted", "the promotion")
@@ -173,17 +178,17 @@ def test_the_last_step_passing_promotes_the_challenger(env):
     assert cond(kube, "ads", "Promoted")["status"] == "True"
     assert cond(kube, "ads", "Progressing")["status"] == "False"
     assert ("ads", "2") in env["promoted"]
-    assert policy(home, "ads")["kind"] == "single"  # the champion alias now names the challenger
+    assert policy(store, "ads")["kind"] == "single"  # the champion alias now names the challenger
     wait_for(lambda: any(e["reason"] == "Promoted" for e in events(kube, "ads")), "the Promoted event")
 
 
 def test_a_new_rollout_section_starts_a_new_rollout(env):
-    kube, page, home = env["kube"], env["page"], env["home"]
+    kube, page, store = env["kube"], env["page"], env["store"]
     wait_for(lambda: (status(kube, "loans").get("rollout") or {}).get("phase") == "RolledBack", "the rolled back CR")
     kube.patch("ModelDeployment", NS, "loans", {"spec": {"rollout": {"challenger": {"alias": "challenger-2"}}}})
-    wait_for(lambda: status(kube, "loans")["rollout"]["phase"] == "Canary" and policy(home, "loans")["kind"] == "canary",
+    wait_for(lambda: status(kube, "loans")["rollout"]["phase"] == "Canary" and policy(store, "loans")["kind"] == "canary",
              "a new first step", extra=lambda: status(kube, "loans"))
-    assert policy(home, "loans")["challenger"] == "challenger-2"
+    assert policy(store, "loans")["challenger"] == "challenger-2"
     assert status(kube, "loans")["rollout"]["step"] == 0
     assert (cond(kube, "loans", "RolledBack")["status"], cond(kube, "loans", "RolledBack")["reason"]) == \
         ("False", "NewRollout")
