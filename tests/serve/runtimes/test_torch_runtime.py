@@ -90,6 +90,25 @@ def test_mlflow_pytorch_model_is_served_by_torch_runtime_with_the_modules_answer
     assert np.allclose(pred.predict, _expected(net, X[:50]), rtol=0, atol=1e-6)
 
 
+def test_program_exported_for_one_row_answers_batches_row_by_row(models, tmp_path):
+    """mlflow.pytorch exports with the input example: a one-row example makes a program whose
+    batch is fixed at 1 (torch.export specialises it), which raised an AssertionError ("Guard
+    failed") on any batch of 2+ rows. Now the runtime sees the fixed batch at load and splits."""
+    from loopml.serve.runtimes.torch_runtime import TorchModel
+
+    ws, net, X, versions, *_ = models
+    one = register_saved(ws, "net1", _save_pytorch(net, "pt2", X[:1]))
+    reg = Registry(ws)
+    rt = ModelRuntime(reg, reg.resolve("net1", one), predict_in_thread=False).load()
+    assert rt.runtime_name == "torch" and rt.model.fixed_batch == 1
+    pred = rt.predict_sync(Rows({"input-0": X[:7]}, 7, layout="tensors"))
+    assert np.allclose(pred.predict, _expected(net, X[:7]), rtol=0, atol=1e-6)
+    # a program exported from a 4-row example keeps a dynamic batch: one call for any size
+    dynamic = ModelRuntime(reg, reg.resolve("net", versions["pt2"]), predict_in_thread=False).load()
+    assert dynamic.model.fixed_batch is None
+    assert TorchModel(net).fixed_batch is None  # an eager module has no exported shape
+
+
 def test_float64_rows_are_cast_to_the_modules_float32(models):
     ws, net, X, versions, *_ = models
     reg = Registry(ws)

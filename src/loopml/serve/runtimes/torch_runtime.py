@@ -52,6 +52,7 @@ class TorchModel:
         self.torch = torch
         params = list(module.parameters()) if hasattr(module, "parameters") else []
         self.float_dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
+        self.fixed_batch = fixed_batch(module)
 
     def _tensor(self, x: Any) -> Any:
         arr = np.ascontiguousarray(x.to_numpy() if hasattr(x, "to_numpy") else x)
@@ -62,18 +63,41 @@ class TorchModel:
 
     def predict_outputs(self, X: Any) -> tuple[np.ndarray, None]:
         args = [self._tensor(v) for v in X.values()] if isinstance(X, dict) else [self._tensor(X)]
-        try:
-            with self.torch.inference_mode():
-                out = self.module(*args)
-        except RuntimeError as e:  # shape or dtype mismatches surface as RuntimeError: the input's fault
-            raise ValueError(" ".join(str(e).split())[:300]) from None
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        n, k = len(args[0]), self.fixed_batch
+        if k and n != k and n % k == 0:  # a program exported for k rows: k at a time, same answers
+            out = self.torch.cat([self._forward([a[i:i + k] for a in args]) for i in range(0, n, k)])
+        else:
+            out = self._forward(args)
         arr = out.detach().numpy().astype(np.float64, copy=False)
         return (arr.ravel() if arr.ndim == 2 and arr.shape[1] == 1 else arr), None
 
+    def _forward(self, args: list) -> Any:
+        try:
+            with self.torch.inference_mode():
+                out = self.module(*args)
+        # shape or dtype mismatches surface as RuntimeError, an exported program's shape guards
+        # as AssertionError: either way the input's fault, not the server's
+        except (RuntimeError, AssertionError) as e:
+            raise ValueError(" ".join(str(e).split())[:300]) from None
+        return out[0] if isinstance(out, (tuple, list)) else out
+
     def predict(self, X: Any) -> np.ndarray:
         return self.predict_outputs(X)[0]
+
+
+def fixed_batch(module: Any) -> int | None:
+    """The batch size a ``torch.export`` program was specialised to, or None when its batch
+    dimension is dynamic (or the module is not an exported program). ``mlflow.pytorch`` exports
+    with the input example: logged with a one-row example, the program takes exactly one row."""
+    import torch
+
+    if not isinstance(module, torch.fx.GraphModule):  # eager or TorchScript: no exported shapes
+        return None
+    for node in module.graph.nodes:
+        if node.op == "placeholder":  # the first user input decides
+            shape = getattr(node.meta.get("val"), "shape", None)
+            return int(shape[0]) if shape is not None and len(shape) and type(shape[0]) is int else None
+    return None
 
 
 class TabularTorchModel:
@@ -159,4 +183,11 @@ class TorchRuntime(Runtime):
         except (AttributeError, NotImplementedError):  # an exported program's module has no train mode
             pass
         self.model_ = TorchModel(module)
+        if self.model_.fixed_batch:
+            import logging
+
+            logging.getLogger("loopml.serve").warning(
+                "model '%s' version %s was exported by torch.export for batches of exactly %d row(s) (its input "
+                "example's size): batches are split into %d-row calls; log it with an input example of 2+ rows "
+                "for a dynamic batch", self.ref.name, self.ref.version, self.model_.fixed_batch, self.model_.fixed_batch)
         return self
