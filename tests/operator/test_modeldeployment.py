@@ -183,7 +183,7 @@ def test_the_last_step_passing_promotes_the_challenger(env):
 
 
 def test_a_new_rollout_section_starts_a_new_rollout(env):
-    kube, page, store = env["kube"], env["page"], env["store"]
+    kube, store = env["kube"], env["store"]
     wait_for(lambda: (status(kube, "loans").get("rollout") or {}).get("phase") == "RolledBack", "the rolled back CR")
     kube.patch("ModelDeployment", NS, "loans", {"spec": {"rollout": {"challenger": {"alias": "challenger-2"}}}})
     wait_for(lambda: status(kube, "loans")["rollout"]["phase"] == "Canary" and policy(store, "loans")["kind"] == "canary",

@@ -27,6 +27,8 @@ def env(tmp_path_factory):
     registered: list[dict] = []
 
     def register(body: dict) -> str:
+        if body["spec"]["registerAs"] == "unreachable":
+            raise RuntimeError("registry unavailable")
         registered.append(body)
         return "7"
 
@@ -42,7 +44,7 @@ def tj(name: str, workers: int, gpu: int, priority: int = 0, **spec) -> dict:
     return {"apiVersion": "loopml.dev/v1", "kind": "TrainingJob", "metadata": {"name": name, "namespace": NS},
             "spec": {"project": {"configMap": "fraud-project", "key": "loopml.yaml"}, "image": "registry.example/train:1",
                      "workers": workers, "resources": {"cpu": "1", "memory": "4Gi", "gpu": gpu},
-                     "priority": priority, "registerAs": "challenger", **spec}}
+                     "priority": priority, **{"registerAs": "challenger", **spec}}}
 
 
 def st(kube, name: str) -> dict:
@@ -133,6 +135,20 @@ def test_a_higher_priority_job_preempts_a_lower_one(env):
     finish(kube, "low", "high")
 
 
+def test_a_failed_registration_still_finishes_the_job_and_says_why(env):
+    kube = env["kube"]
+    kube.create(tj("orphan", workers=1, gpu=0, registerAs="unreachable"))
+    wait_for(phase_is(kube, "orphan", "Admitted"), "Admitted")
+    kube.patch("Job", NS, "orphan", {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
+               subresource="status")
+    wait_for(phase_is(kube, "orphan", "Succeeded"), "Succeeded")
+    assert "modelVersion" not in st(kube, "orphan")
+    assert "registry unavailable" in cond(kube, "orphan", "Succeeded")["message"]
+    warn = wait_for(lambda: [e for e in events(kube, "orphan") if e["reason"] == "RegistrationFailed"], "the warning")
+    assert warn[0]["type"] == "Warning"
+    finish(kube, "orphan")
+
+
 def test_a_namespace_quota_holds_a_job(env):
     kube = env["kube"]
     kube.request("POST", f"/api/v1/namespaces/{NS}/resourcequotas", body={
@@ -154,6 +170,11 @@ def test_kuberay_and_kueue_are_discovered_through_the_api(env):
     # KubeRay and Kueue "installed": the API server now serves their groups
     cluster.call(lambda api: (api.declare("ray.io/v1", "rayjobs", "RayJob", status=True),
                               api.declare("kueue.x-k8s.io/v1beta1", "localqueues", "LocalQueue")))
+    kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body={  # Kopf watches CRDs
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rayjobs.ray.io"},
+        "spec": {"group": "ray.io", "scope": "Namespaced", "names": {"plural": "rayjobs", "kind": "RayJob"},
+                 "versions": [{"name": "v1", "served": True, "storage": True}]}})
     cr = kube.create(tj("on-ray", workers=3, gpu=0))
     ray = wait_for(lambda: kube.request("GET", f"/apis/ray.io/v1/namespaces/{NS}/rayjobs/on-ray"), "the RayJob")
     assert ray["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
@@ -162,6 +183,10 @@ def test_kuberay_and_kueue_are_discovered_through_the_api(env):
     wait_for(phase_is(kube, "on-ray", "Admitted"), "the RayJob admitted", extra=lambda: st(kube, "on-ray"))
     assert st(kube, "on-ray")["backend"] == "rayjob"
     assert kube.request("GET", f"/apis/ray.io/v1/namespaces/{NS}/rayjobs/on-ray")["spec"]["suspend"] is False
+    # KubeRay's part: the job runs; the operator, now watching RayJobs too, reports it
+    kube.request("PATCH", f"/apis/ray.io/v1/namespaces/{NS}/rayjobs/on-ray/status",
+                 body={"status": {"jobStatus": "RUNNING"}}, content_type="application/merge-patch+json")
+    wait_for(phase_is(kube, "on-ray", "Running"), "the RayJob running", extra=lambda: st(kube, "on-ray"))
 
     # with a queue and Kueue served, Kueue admits: the operator leaves the job suspended
     kube.create(tj("queued", workers=1, gpu=1, queue="team-q"))
@@ -170,3 +195,4 @@ def test_kuberay_and_kueue_are_discovered_through_the_api(env):
     wait_for(lambda: "Kueue" in cond(kube, "queued", "Admitted").get("message", ""), "waiting for Kueue")
     assert st(kube, "queued")["phase"] == "Queued"
     finish(kube, "on-ray", "queued")
+

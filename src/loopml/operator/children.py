@@ -14,7 +14,6 @@ come from the CR. Training pods reuse the same container hardening and volumes.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from loopml.deploy import manifests
 from loopml.deploy.values import default_values

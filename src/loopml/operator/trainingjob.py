@@ -18,77 +18,20 @@
 
 from __future__ import annotations
 
-import datetime
 import threading
 from typing import Any
 
 import kopf
 
 from loopml.operator import children, scheduling
+from loopml.operator.demand import child_phase, demand, namespace_quotas, node_capacity
 from loopml.operator.conditions import condition, find, now, set_many
 from loopml.operator.kube import KubeError
 
 GROUP, VERSION, PLURAL = children.GROUP, children.VERSION, "trainingjobs"
 PLACEMENT = "loopml.dev/placement"
 KUBERAY, KUEUE = "ray.io/v1", "kueue.x-k8s.io/v1beta1"
-WAITING, ADMITTED = ("Pending", "Queued", "Preempted"), ("Admitted", "Running")
-
-
-def _quantity(value: Any) -> float:
-    from kubernetes.utils import parse_quantity
-
-    return float(parse_quantity(str(value)))
-
-
-def demand(body: dict) -> scheduling.Job:
-    spec, meta = body["spec"], body["metadata"]
-    r = spec.get("resources") or {}
-    created = meta.get("creationTimestamp")
-    submitted = (datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp() if created else 0.0)
-    return scheduling.Job(name=f"{meta['namespace']}/{meta['name']}", namespace=meta["namespace"],
-                          workers=int(spec.get("workers", 1)), cpu=_quantity(r.get("cpu", "2")),
-                          memory=_quantity(r.get("memory", "4Gi")), gpu=int(r.get("gpu", 0) or 0),
-                          priority=int(spec.get("priority", 0)), submitted=submitted)
-
-
-def node_capacity(node: dict) -> scheduling.Node | None:
-    if (node.get("spec") or {}).get("unschedulable"):
-        return None
-    a = (node.get("status") or {}).get("allocatable") or {}
-    return scheduling.Node(name=node["metadata"]["name"], cpu=_quantity(a.get("cpu", 0)),
-                           memory=_quantity(a.get("memory", 0)), gpu=int(_quantity(a.get("nvidia.com/gpu", 0))))
-
-
-def namespace_quotas(quotas: list[dict]) -> dict[str, dict[str, float]]:
-    """The tightest hard limit per namespace and kind over its ResourceQuota objects."""
-    keys = {"cpu": ("requests.cpu", "cpu"), "memory": ("requests.memory", "memory"),
-            "gpu": ("requests.nvidia.com/gpu",)}
-    out: dict[str, dict[str, float]] = {}
-    for q in quotas:
-        hard = (q.get("spec") or {}).get("hard") or {}
-        ns = out.setdefault(q["metadata"]["namespace"], {})
-        for kind, names in keys.items():
-            for n in names:
-                if n in hard:
-                    ns[kind] = min(ns.get(kind, float("inf")), _quantity(hard[n]))
-    return {ns: q for ns, q in out.items() if q}
-
-
-def child_phase(child: dict) -> str | None:
-    """Running, Succeeded or Failed from a Job's or RayJob's status; None when neither says."""
-    st = child.get("status") or {}
-    if child.get("kind") == "RayJob":
-        return {"SUCCEEDED": "Succeeded", "FAILED": "Failed", "STOPPED": "Failed",
-                "RUNNING": "Running"}.get(str(st.get("jobStatus", "")).upper())
-    for c in st.get("conditions") or ():
-        if c.get("status") == "True" and c.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return "Succeeded"
-        if c.get("status") == "True" and c.get("type") == "Failed":
-            return "Failed"
-    if not (child.get("spec") or {}).get("suspend") and int(st.get("active") or 0) > 0:
-        return "Running"
-    return None
+WAITING, ADMITTED, FINISHED = ("Pending", "Queued", "Preempted"), ("Admitted", "Running"), ("Succeeded", "Failed")
 
 
 class TrainingJobHandlers:
@@ -97,6 +40,8 @@ class TrainingJobHandlers:
         self._served: dict[str, tuple[float, bool]] = {}
         self._wake = threading.Event()
         self._cycle_lock = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def serves(self, group_version: str) -> bool:
         """Discovery, remembered for ``discovery_ttl`` seconds: KubeRay or Kueue installed
@@ -116,14 +61,26 @@ class TrainingJobHandlers:
         return "RayJob" if (body.get("status") or {}).get("backend") == "rayjob" else "Job"
 
     def _status(self, body: dict, phase: str, *conds: dict, **extra: Any) -> None:
+        """Write the phase and conditions over the fresh status, under the object's lock: the
+        admission loop and the child watcher both write it. A finished job stays finished."""
         meta = body["metadata"]
-        st = body.get("status") or {}
-        new = {"phase": phase, "observedGeneration": int(meta.get("generation") or 0),
-               "conditions": set_many(st.get("conditions"), *conds), **extra}
-        if all(st.get(k) == v for k, v in new.items()):
-            return
-        self.cfg.kube.patch("TrainingJob", meta["namespace"], meta["name"], {"status": new}, subresource="status")
-        body.setdefault("status", {}).update(new)
+        with self._lock(meta["namespace"], meta["name"]):
+            fresh = self.cfg.kube.get("TrainingJob", meta["namespace"], meta["name"])
+            if fresh is None:
+                return
+            st = fresh.get("status") or {}
+            if st.get("phase") in FINISHED and phase not in FINISHED:
+                return
+            new = {"phase": phase, "observedGeneration": int(meta.get("generation") or 0),
+                   "conditions": set_many(st.get("conditions"), *conds), **extra}
+            if not all(st.get(k) == v for k, v in new.items()):
+                self.cfg.kube.patch("TrainingJob", meta["namespace"], meta["name"], {"status": new},
+                                    subresource="status")
+            body["status"] = {**st, **new}
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
 
     def event(self, body: dict, type_: str, reason: str, message: str) -> None:
         """An Event on the CR, posted directly (the admission loop runs outside Kopf's handlers)."""
@@ -166,15 +123,20 @@ class TrainingJobHandlers:
         st = body.get("status") or {}
         gen = int(body["metadata"].get("generation") or 0)
         phase = child_phase(child)
-        if st.get("phase") in ("Succeeded", "Failed"):
+        if st.get("phase") in FINISHED:
             return
         if phase == "Succeeded":
-            version = self.cfg.register_model(body) if self.cfg.register_model else None
-            self._status(body, "Succeeded", condition("Succeeded", True, "Completed", "training finished", gen),
+            alias = body["spec"].get("registerAs", "challenger")
+            try:
+                version = self.cfg.register_model(body) if self.cfg.register_model else None
+                done = f"registered version {version} as {alias}" if version else "training finished"
+            except Exception as e:  # noqa: BLE001 - the job did finish; say what failed, once
+                version, done = None, f"training finished; pointing {alias} at its version failed: {e}"
+                self.event(body, "Warning", "RegistrationFailed", done)
+            self._status(body, "Succeeded", condition("Succeeded", True, "Completed", done[:900], gen),
                          condition("Running", False, "Completed", "training finished", gen),
                          **({"modelVersion": str(version)} if version else {}))
-            self.event(body, "Normal", "Succeeded", f"registered version {version} as "
-                       f"{body['spec'].get('registerAs', 'challenger')}" if version else "training finished")
+            self.event(body, "Normal", "Succeeded", done)
         elif phase == "Failed":
             self._status(body, "Failed", condition("Failed", True, "ChildFailed", f"the {child['kind']} failed", gen),
                          condition("Running", False, "ChildFailed", f"the {child['kind']} failed", gen))
