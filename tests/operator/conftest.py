@@ -36,16 +36,22 @@ RESOURCES = [  # (group/version, plural, kind, namespaced, status subresource)
 
 def crd_validator(kind: str) -> Callable[[dict], str | None]:
     """The first error of a whole CR against K1's CRD schema (loopml.deploy.crds, unknown fields
-    refused), as the API server's 422: samples, the operator's status writes, every patch."""
+    refused) and its CEL rules, as the API server's 422: samples, the operator's status writes,
+    every patch."""
     import jsonschema
 
     from loopml.deploy import crds
+
+    from tests.deploy.cel_rules import failures  # K1's evaluation of the CRD's own CEL rules
 
     validator = jsonschema.Draft202012Validator(crds.object_schema(kind))
 
     def check(obj: dict) -> str | None:
         err = next(iter(sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))), None)
-        return f"{kind} {'.'.join(map(str, err.absolute_path))}: {err.message}" if err else None
+        if err:
+            return f"{kind} {'.'.join(map(str, err.absolute_path))}: {err.message}"
+        cel = failures(crds.KINDS[kind]["spec"](), obj.get("spec") or {})
+        return f"{kind} spec: {cel[0]}" if cel else None
     return check
 
 

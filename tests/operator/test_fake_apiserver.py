@@ -67,6 +67,9 @@ def test_invalid_custom_resources_are_refused_with_422(fake):
     with pytest.raises(KubeError) as bad:
         kube.create(md("bad", replicas={"min": 0, "max": 3}))
     assert bad.value.status == 422 and "replicas.min" in str(bad.value)
+    with pytest.raises(KubeError) as cel:  # only the CRD's CEL rule compares two fields
+        kube.create(md("upside-down", replicas={"min": 4, "max": 2}))
+    assert cel.value.status == 422 and "replicas.max must be at least replicas.min" in str(cel.value)
     kube.create(md("good"))
     with pytest.raises(KubeError) as status:
         kube.patch("ModelDeployment", NS, "good", {"status": {"rollout": {"phase": "Sideways"}}}, subresource="status")
