@@ -436,3 +436,17 @@ class HomeStoreUnavailable(DataStoreUnavailable):
     def __init__(self, uri: str, why: str) -> None:
         LoopmlError.__init__(self, f"LOOPML_HOME={uri}: {why}; check the URL, AWS_ENDPOINT_URL and the AWS_* credentials")
         self.uri = uri
+
+
+class Forbidden(LoopmlError):
+    """A known token whose role does not allow the action (roles: viewer < deployer < admin)."""
+
+    http_status = 403
+
+    def __init__(self, who: str, role: str, needed: str, action: str) -> None:
+        self.who, self.role, self.needed = who, role, needed
+        super().__init__(f"{action} needs the {needed} role; token {who!r} has {role}")
+
+
+class TokenError(LoopmlError):
+    """A token name, role or token file that cannot be used (bad input: exit 2)."""

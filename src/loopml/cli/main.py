@@ -48,7 +48,7 @@ def _mount() -> None:
     if tune_cmd is not None:
         app.command("tune")(tune_cmd)
     for module, name in (("loopml.cli.data", "data"), ("loopml.cli.monitor", "monitor"), ("loopml.cli.platform", "platform"),
-                         ("loopml.cli.deploy", "deploy")):
+                         ("loopml.cli.deploy", "deploy"), ("loopml.cli.token", "token")):
         try:
             sub = __import__(module, fromlist=["app"])
         except ImportError:

@@ -124,7 +124,7 @@ def _preflight(ws, specs, host: str, port: int, grpc_port: int | None = None) ->
 
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="LOOPML_SERVE_URL", help="Server base URL.")]
-TokenOpt = Annotated[Optional[str], typer.Option("--token", envvar="LOOPML_ADMIN_TOKEN", help="Admin bearer token.")]
+from loopml.cli.token import ArgvTokenOpt, TokenFileOpt, read_token  # noqa: E402 - tokens never in argv (#11)
 
 
 def _admin(method: str, url: str, path: str, token: Optional[str], body: dict | None = None) -> dict:
@@ -146,9 +146,9 @@ def _admin(method: str, url: str, path: str, token: Optional[str], body: dict | 
 
 @traffic_app.command("show")
 def traffic_show(name: Annotated[str, typer.Argument(help="Model (endpoint) name.")], url: UrlOpt = "http://127.0.0.1:8080",
-                 token: TokenOpt = None) -> None:
-    """Print an endpoint's policy, versions and queue state."""
-    typer.echo(json.dumps(_admin("GET", url, f"/admin/models/{name}", token), indent=2))
+                 token_file: TokenFileOpt = None, token: ArgvTokenOpt = None) -> None:
+    """Print an endpoint's policy, versions and queue state (a viewer token suffices)."""
+    typer.echo(json.dumps(_admin("GET", url, f"/admin/models/{name}", read_token(token_file, token)), indent=2))
 
 
 @traffic_app.command("set")
@@ -159,21 +159,24 @@ def traffic_set(
     key: Annotated[Optional[str], typer.Option(help="ab sticky key: header:NAME or input:COLUMN.")] = None,
     challenger: Annotated[str, typer.Option(help="Challenger alias or version.")] = "challenger",
     url: UrlOpt = "http://127.0.0.1:8080",
-    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    token: ArgvTokenOpt = None,
 ) -> None:
     """Set an endpoint's traffic policy, e.g. ``loopml traffic set fraud --kind canary --weight 0.1``."""
+    secret = read_token(token_file, token)
     body = {"kind": kind, "challenger": challenger}
     if kind in ("canary", "ab"):
         body["weight"] = weight
     if key is not None:
         body["key"] = key
-    out = _admin("PUT", url, f"/admin/models/{name}/traffic", token, body)
+    out = _admin("PUT", url, f"/admin/models/{name}/traffic", secret, body)
     typer.echo(json.dumps(out, indent=2))
 
 
 @traffic_app.command("reload")
-def traffic_reload(url: UrlOpt = "http://127.0.0.1:8080", token: TokenOpt = None) -> None:
+def traffic_reload(url: UrlOpt = "http://127.0.0.1:8080", token_file: TokenFileOpt = None,
+                   token: ArgvTokenOpt = None) -> None:
     """Re-resolve every alias now (hot swap to newly promoted versions)."""
-    typer.echo(json.dumps(_admin("POST", url, "/admin/reload", token), indent=2))
+    typer.echo(json.dumps(_admin("POST", url, "/admin/reload", read_token(token_file, token)), indent=2))
 
 

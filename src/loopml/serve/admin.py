@@ -9,10 +9,15 @@
 
 With ``--workers N`` a change is answered once every worker has applied it
 (:meth:`~loopml.serve.fleet.Fleet.shared_change`), whichever worker the request reached.
+
+Roles (:func:`required_role`): reading (GET) needs ``viewer``, every change ``deployer``; a
+change is recorded in the audit log with the acting token's name (never the token).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from loopml.errors import BadRequest, MethodNotAllowed, RouteNotFound
@@ -21,7 +26,35 @@ from loopml.serve.settings import EndpointSpec
 from loopml.serve.traffic import parse_policy
 
 
-async def handle(fleet: Fleet, method: str, path: str, payload: Any) -> tuple[int, dict]:
+log = logging.getLogger(__name__)
+
+
+def required_role(method: str, path: str) -> str:
+    """The least role a route needs: reads are for viewers, every change for deployers."""
+    return "viewer" if method in ("GET", "HEAD") else "deployer"
+
+
+async def handle(fleet: Fleet, method: str, path: str, payload: Any, who: str | None = None) -> tuple[int, dict]:
+    status, result = await _route(fleet, method, path, payload)
+    if who is not None and required_role(method, path) != "viewer":
+        await asyncio.to_thread(_audit, fleet, method, path, payload, who)
+    return status, result
+
+
+def _audit(fleet: Fleet, method: str, path: str, payload: Any, who: str) -> None:
+    from loopml.registry import audit
+
+    parts = [p for p in path.split("/") if p][1:]
+    model = parts[1] if len(parts) > 1 else "*"
+    try:
+        audit.record_event(fleet.workspace, model, "admin-" + (parts[2] if len(parts) > 2 else parts[0]),
+                           f"{method} {path}", who=who, alias="admin",
+                           evidence=payload if isinstance(payload, dict) else None)
+    except Exception as exc:  # noqa: BLE001 - the change is made; say the record is missing
+        log.warning("admin change %s %s by %s not recorded in the audit log: %s", method, path, who, exc)
+
+
+async def _route(fleet: Fleet, method: str, path: str, payload: Any) -> tuple[int, dict]:
     parts = [p for p in path.split("/") if p][1:]  # drop "admin"
     if parts == ["reload"] and method == "POST":
         async with fleet.shared_change("touch"):

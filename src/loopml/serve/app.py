@@ -352,12 +352,13 @@ class ServeApp:
 
     async def _admin(self, scope, receive, method, path):
         headers = header_dict(scope)
-        auth.check_admin(self.settings.admin_token, headers)
+        who = auth.authorize(self.settings.admin_token, self.fleet.workspace.state_uri, headers,
+                             admin.required_role(method, path), f"{method} {path}")  # roles: #11
         payload = None
         if method in ("POST", "PUT"):
             body = await read_body(receive, headers, self.settings.max_body_bytes)
             payload = loads(body) if body.strip() else None
-        status, result = await admin.handle(self.fleet, method, path, payload)
+        status, result = await admin.handle(self.fleet, method, path, payload, who=who.name)
         return status, dumps(result), JSON, None
 
     def _live(self):

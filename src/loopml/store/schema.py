@@ -12,7 +12,7 @@ from sqlalchemy import Column, Float, Index, Integer, MetaData, Table, Text, sel
 
 from loopml.errors import StateStoreUnavailable
 
-VERSION = 2  # 1: state, alerts, policies, holders; 2: + audit
+VERSION = 3  # 1: state, alerts, policies, holders; 2: + audit; 3: + tokens
 ACTIVE = ("running", "paused", "promoting", "rolling_back")
 
 metadata = MetaData()
@@ -125,6 +125,19 @@ audit = Table(
     sqlite_autoincrement=True,
 )
 Index("audit_by_model", audit.c.model, audit.c.id)
+
+# named API tokens (see loopml.store.tokens): only a salted SHA-256 of each secret is kept;
+# ``id`` is the token's public part, so a look-up is one primary-key read, never a scan
+tokens = Table(
+    "tokens", metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("salt", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("last_used", Float),
+)
 
 
 def migrate(con) -> int:
