@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -28,11 +30,19 @@ def test_bad_usage_exits_2_with_one_line(args, says, tmp_path):
     assert len(lines) == 1 and says in lines[0]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_the_operator_runs_cluster_wide_and_stops_on_sigterm(tmp_path):
     cluster = start_cluster(tmp_path)
     kube = Kube(str(cluster.kubeconfig))
+    health = f"http://127.0.0.1:{_free_port()}/healthz"
     proc = subprocess.Popen([*LOOPML, "operator", "--all-namespaces", "--kubeconfig", str(cluster.kubeconfig),
-                             "--home", str(tmp_path / "ws"), "--image", "registry.example/loopml:2"],
+                             "--home", str(tmp_path / "ws"), "--image", "registry.example/loopml:2",
+                             "--liveness", health],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "KUBECONFIG": str(tmp_path / "none")})
     try:
@@ -42,6 +52,9 @@ def test_the_operator_runs_cluster_wide_and_stops_on_sigterm(tmp_path):
         assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/loopml:2"
         # the traffic policy lands in the workspace, where `loopml serve` replicas read it
         wait_for(lambda: (tmp_path / "ws" / "run" / "traffic-cli-model.json").is_file(), "the policy file")
+        # the chart's livenessProbe asks Kopf's health endpoint
+        with urllib.request.urlopen(health, timeout=10) as r:
+            assert r.status == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

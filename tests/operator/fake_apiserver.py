@@ -17,7 +17,9 @@ adds, on every write:
   a CRD with the status subresource); a patch that changes nothing writes nothing;
 - delete of an object with finalizers: ``deletionTimestamp`` with a new ``resourceVersion``;
 - CRs are validated against their CRD's openAPIV3Schema when a validator is registered
-  (422 with the first error).
+  (422 with the first error);
+- once an object is gone, the objects its ``uid`` owns (``ownerReferences``) are deleted too,
+  as the garbage collector does with background propagation.
 
 ``FakeCluster`` runs it on 127.0.0.1 in a thread of its own and writes a kubeconfig naming
 it, so Kopf and the operator's client log in explicitly (never through ~/.kube).
@@ -139,7 +141,26 @@ class FakeApiServer(kmock.KubernetesEmulator):
                 request = stamped
             elif request.name is not None:
                 await self._soft_delete(request)
-            return await super()._handle(request)
+            key = (request.resource, request.namespace, request.name)
+            uid = self.objects[key].raw["metadata"].get("uid") if request.name and key in self.objects \
+                and not self.objects[key].deleted else None
+            response = await super()._handle(request)
+            if uid and self.objects[key].deleted:
+                await self._collect_garbage(uid)
+            return response
+
+    async def _collect_garbage(self, uid: str) -> None:
+        """The garbage collector's part: objects owned by a deleted one go too (background
+        propagation), and what they own in turn."""
+        async with self._lock:
+            owned = [(res, o.raw) for (res, _, _), o in self.objects.items() if not o.deleted
+                     and any(r.get("uid") == uid for r in o.raw.get("metadata", {}).get("ownerReferences") or ())]
+            for res, raw in owned:
+                meta = raw["metadata"]
+                self.objects[res, meta.get("namespace"), meta["name"]].delete()
+                await self._buses[res].put({"type": "DELETED", "object": raw})
+        for _, raw in owned:
+            await self._collect_garbage(raw["metadata"]["uid"])
 
     def _evolve(self, request: kmock.Request, data: Any) -> kmock.Request:
         """The request with a new body; kmock's reactions see only the requests it logged

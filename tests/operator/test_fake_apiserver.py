@@ -107,3 +107,18 @@ def test_a_watch_resumes_from_the_listed_resource_version(fake):
     kube.create(md("new"))
     t.join(10)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in got] == [("ADDED", "new")]
+
+
+def test_owned_objects_are_collected_with_their_owner(fake):
+    _, kube = fake
+    owner = kube.create(md("owner"))
+    ref = {"apiVersion": "loopml.dev/v1", "kind": "ModelDeployment", "name": "owner", "uid": owner["metadata"]["uid"]}
+    svc = kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "owned", "namespace": NS,
+                                                                          "ownerReferences": [ref]}})
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "unowned", "namespace": NS}})
+    kube.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+        "name": "grandchild", "namespace": NS, "ownerReferences": [{**ref, "kind": "Service", "name": "owned",
+                                                                    "uid": svc["metadata"]["uid"]}]}})
+    kube.delete("ModelDeployment", NS, "owner")
+    assert kube.get("Service", NS, "owned") is None and kube.get("Deployment", NS, "grandchild") is None
+    assert kube.get("Service", NS, "unowned") is not None

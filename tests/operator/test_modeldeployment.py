@@ -114,9 +114,13 @@ def test_delete_runs_the_finalizer_clean_up(env):
     wait_for(lambda: (policy(env["store"], "gone-model") or {}).get("kind") == "canary", "the canary policy")
     wait_for(lambda: "loopml.dev/finalizer" in (kube.get("ModelDeployment", NS, "gone")["metadata"].get("finalizers") or ()),
              "the finalizer")
+    wait_for(lambda: kube.get("Deployment", NS, "gone-server"), "the children")
     kube.delete("ModelDeployment", NS, "gone")
     wait_for(lambda: kube.get("ModelDeployment", NS, "gone") is None, "the CR to be gone")
     assert policy(env["store"], "gone-model")["kind"] == "single"
+    # the children follow through their owner references
+    assert [kube.get(k, NS, n) for k, n in (("Deployment", "gone-server"), ("Service", "gone"),
+                                             ("HorizontalPodAutoscaler", "gone"))] == [None, None, None]
 
 
 def _serve(page, model: str, variant: str, n: int, errors: int = 0) -> None:

@@ -65,10 +65,11 @@ def phase_is(kube, name: str, phase: str):
 
 
 def finish(kube, *names: str) -> None:
-    """Delete the jobs (no garbage collector in the fake: their children stay, unused)."""
+    """Delete the jobs; their children go with them (owner references)."""
     for n in names:
         kube.delete("TrainingJob", NS, n)
     wait_for(lambda: all(kube.get("TrainingJob", NS, n) is None for n in names), "the jobs to be gone")
+    assert all(kube.get("Job", NS, n) is None for n in names)
 
 
 def test_a_gang_admitted_job_is_unsuspended(env):
