@@ -160,9 +160,11 @@ def _output_table(runtime, pred, ids: list[str], chunk, id_column: str | None, k
     if id_column:
         cols[id_column] = pa.array(chunk[id_column].to_numpy())
     if keep_inputs:
-        for c in runtime.column_names:
+        for c in _data_columns(runtime, chunk, id_column):
             cols[c] = pa.array(chunk[c].to_numpy())
-    cols["prediction"] = pa.array(np.asarray(pred.predict))
+    values = np.asarray(pred.predict)
+    # a vector per row (embeddings, a network's outputs) is one list value per row
+    cols["prediction"] = pa.array(list(values) if values.ndim > 1 else values)
     if pred.proba is not None and runtime.classes is not None:
         proba = np.asarray(pred.proba, dtype=np.float64)
         for j, cls in enumerate(runtime.classes):
@@ -198,7 +200,7 @@ def predict_file(registry: Any, ref: Any, source: str, output: str, *, chunk_row
                 _check_columns(source, runtime, chunk, id_column)
             n = len(chunk)
             ids = [f"{batch_id}-{done + i + 1}" for i in range(n)]
-            rows = Rows({c: chunk[c].to_numpy() for c in runtime.column_names}, n, ids)
+            rows = rows_of(source, runtime, chunk, ids, id_column)
             try:
                 pred = runtime.predict_sync(rows)
             except InvalidInput as e:
@@ -234,10 +236,56 @@ def _wait_for_log(recorder: Any, chunk_rows: int) -> None:
         time.sleep(0.005)
 
 
+def _data_columns(runtime: Any, chunk: Any, id_column: str | None) -> list[str]:
+    """The file columns that are model input: the signature's columns, or for a tensor model
+    (or one without a signature) every column but the id column, in file order."""
+    if runtime.layout == "columns":
+        return list(runtime.column_names)
+    return [str(c) for c in chunk.columns if str(c) != id_column]
+
+
+def rows_of(source: str, runtime: Any, chunk: Any, ids: list[str], id_column: str | None) -> Any:
+    """One chunk of a tabular file as the model's input rows.
+
+    - named columns: one entry per signature column, as the server gets them;
+    - one tensor input ``[-1, k]``: the file's k data columns, in file order, as the matrix;
+      ``[-1]`` (e.g. BYTES text): its one data column;
+    - several tensors of shape ``[-1]``: one file column per tensor name;
+    - no signature: one data column as it is, several as one matrix.
+    """
+    from loopml.serve.runtime import Rows
+
+    n = len(chunk)
+    if runtime.layout == "columns":
+        return Rows({c: chunk[c].to_numpy() for c in runtime.column_names}, n, ids)
+    data = _data_columns(runtime, chunk, id_column)
+    where = f"{source}: model '{runtime.name}' version {runtime.version}"
+    if runtime.layout == "tensors":
+        specs = runtime.inputs
+        if runtime.named_tensors:
+            if any(len(t.shape) != 1 for t in specs) or any(t.name not in chunk.columns for t in specs):
+                raise InvalidInput(f"{where} takes tensors {[t.describe() for t in specs]}; a file feeds only "
+                                   f"one column per 1-d tensor, named as the tensor ({', '.join(t.name for t in specs)})")
+            return Rows({t.name: chunk[t.name].to_numpy() for t in specs}, n, ids, layout="tensors")
+        (spec,) = specs
+        width = spec.shape[1] if len(spec.shape) == 2 else 1 if len(spec.shape) == 1 else None
+        if width is None or (width != -1 and width != len(data)) or (len(spec.shape) == 1 and len(data) != 1):
+            want = f"{width} data column(s)" if width not in (None, -1) else "a tabular input"
+            raise InvalidInput(f"{where} takes input '{spec.name}' {spec.describe()}: it needs {want}; the file "
+                               f"has {len(data)} ({', '.join(data[:20])}; --id-column leaves one out)")
+        values = chunk[data[0]].to_numpy() if len(spec.shape) == 1 else chunk[data].to_numpy()
+        return Rows({spec.name: values}, n, ids, layout="tensors")
+    if len(data) == 1:
+        return Rows({data[0]: chunk[data[0]].to_numpy()}, n, ids, layout="tensors")
+    return Rows({"input-0": chunk[data].to_numpy()}, n, ids, layout="tensors")
+
+
 def _check_columns(source: str, runtime: Any, chunk: Any, id_column: str | None) -> None:
+    if id_column and id_column not in chunk.columns:
+        raise InvalidInput(f"{source}: --id-column '{id_column}' is not a column of the file")
+    if runtime.layout != "columns":
+        return  # rows_of checks what a tensor model needs
     missing = [c for c in runtime.column_names if c not in chunk.columns]
     if missing:
         raise InvalidInput(f"{source}: model '{runtime.name}' version {runtime.version} needs column(s) "
                            f"{', '.join(missing)}, which the file lacks; it has {', '.join(map(str, chunk.columns[:20]))}")
-    if id_column and id_column not in chunk.columns:
-        raise InvalidInput(f"{source}: --id-column '{id_column}' is not a column of the file")

@@ -228,3 +228,24 @@ def test_optimize_adopts_the_onnx_encoder_on_parity_and_the_server_uses_it(embed
     # one text alone (no padding) and the truncated long one answer as in the batch
     alone = rt.predict_sync(Rows({"input-0": np.array(SENTENCES[-1:], dtype=object)}, 1, layout="tensors")).predict
     assert _cosines(alone, want[-1:]).min() >= 0.9999
+
+
+def test_batch_prediction_of_texts_from_a_csv(embedder, tmp_path):
+    """`loopml predict` on the text model: one text column in, one 384-float list per row out."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from loopml.serve.batch import predict_file
+
+    ws, version, want = embedder
+    reg = Registry(ws)
+    src = tmp_path / "texts.csv"
+    pd.DataFrame({"sentence": SENTENCES}).to_csv(src, index=False)
+    out = tmp_path / "emb.parquet"
+    result = predict_file(reg, reg.resolve("minilm", version), str(src), str(out), chunk_rows=4,
+                          keep_inputs=True)
+    assert (result.rows, result.chunks) == (len(SENTENCES), 3)
+    table = pq.read_table(out).to_pandas()
+    assert list(table["sentence"]) == SENTENCES
+    got = np.stack(table["prediction"].to_numpy()).astype(np.float32)
+    assert got.shape == (len(SENTENCES), 384) and _cosines(got, want).min() >= 0.9999

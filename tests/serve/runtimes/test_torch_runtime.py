@@ -160,3 +160,32 @@ def test_serving_sets_one_intra_op_thread_unless_told(models, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_batch_prediction_of_a_tensor_model_from_a_csv(models, tmp_path):
+    """`loopml predict` on a tensor-signature model ([-1, 8]): the file's 8 data columns, in
+    file order, are the tensor (an id column aside); each row's 3 logits are one list value of
+    the Parquet output. The wrong number of columns is one clear error naming the input."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from loopml.serve.batch import predict_file
+
+    ws, net, X, versions, *_ = models
+    reg = Registry(ws)
+    ref = reg.resolve("net", versions["pt2"])
+    frame = pd.DataFrame(X[:250], columns=[f"f{j}" for j in range(8)])
+    frame.insert(3, "row_id", [f"r{i}" for i in range(250)])
+    src = tmp_path / "rows.csv"
+    frame.to_csv(src, index=False)
+    out = tmp_path / "out.parquet"
+    result = predict_file(reg, ref, str(src), str(out), chunk_rows=100, id_column="row_id")
+    assert (result.rows, result.chunks) == (250, 3)
+    table = pq.read_table(out).to_pandas()
+    assert list(table["row_id"]) == list(frame["row_id"]) and set(table["version"]) == {versions["pt2"]}
+    got = np.stack(table["prediction"].to_numpy())
+    assert got.shape == (250, 3) and np.allclose(got, _expected(net, X[:250]), rtol=0, atol=1e-5)
+    frame.drop(columns=["f7"]).to_csv(src, index=False)
+    with pytest.raises(InvalidInput, match=r"input 'input-0' FP32 \[-1, 8\]: it needs 8 data column"):
+        predict_file(reg, ref, str(src), str(tmp_path / "bad.parquet"), id_column="row_id")
+    assert not (tmp_path / "bad.parquet").exists()  # nothing half-written
