@@ -1,6 +1,6 @@
-"""Real Ray Train, in a private network namespace: a 2-worker TorchTrainer run in which one
-worker is SIGKILLed mid-epoch resumes from the last checkpoint and registers a model; the
-controller retrains on Ray and ``loopml status`` shows the job's progress."""
+"""Real Ray Train, in a private network namespace: a 2-worker TorchTrainer run checkpointing to
+S3 in which one worker is SIGKILLed mid-epoch resumes from the last checkpoint and registers a
+model; the controller retrains on Ray and ``loopml status`` shows the job's progress."""
 
 from __future__ import annotations
 
@@ -34,28 +34,28 @@ def registered_checkpoint(root):
     return bool(glob.glob(str(root / "ws" / "artifacts" / "ray-train" / "*" / "checkpoint_manager_snapshot.json")))
 
 
-def should_kill(root):
+def should_kill(root, registered=registered_checkpoint):
     """Rank 1's heartbeat while it is in the second epoch (index 1) of its first attempt, once
-    the first epoch's checkpoint is registered; else None."""
+    the first epoch's checkpoint is registered (``registered(root)``); else None."""
     beat = _beat(root, 1)
     # epoch 1 or 2: Ray Train registers a checkpoint only when its controller next collects
     # reports (every 2 s), so on a loaded machine epoch 1 can end before epoch 0's is registered
-    if beat and beat["epoch"] in (1, 2) and beat["resumed_at_epoch"] is None and registered_checkpoint(root):
+    if beat and beat["epoch"] in (1, 2) and beat["resumed_at_epoch"] is None and registered(root):
         return beat
     return None
 
 
-def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("LOOPML_HOME", "LOOPML_TRACKING_URI")}
-    proc = subprocess.Popen(ray_command(str(tmp_path), "2", "24000", "4"), cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = None
+def kill_when_ready(proc, root, registered=registered_checkpoint):
+    """SIGKILL rank 1 of the job ``proc`` runs into ROOT as soon as :func:`should_kill` says so;
+    returns ``(its heartbeat, the progress record loopml status showed just before)``, or
+    ``(None, None)`` if the job ended first; then waits for the job and returns its output too."""
+    killed = before = None
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            beat = should_kill(tmp_path)
+            beat = should_kill(root, registered)
             if beat:
-                before = read_progress(tmp_path / "ws", "tab")  # what loopml status shows just before
+                before = read_progress(root / "ws", "tab")  # what loopml status shows just before
                 os.kill(beat["pid"], signal.SIGKILL)
                 killed = beat
                 break
@@ -64,29 +64,7 @@ def test_killed_worker_resumes_from_checkpoint_and_registers(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed is not None, out[-3000:]
-    assert proc.returncode == 0, out[-3000:]
-    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-    assert result["version"] == "1"
-
-    reg = Registry(Workspace(tmp_path / "ws"))
-    run = reg.client.get_run(result["run_id"])
-    tags = run.data.tags
-    assert tags["loopml.train.restarts"] == "1"
-    assert 1 <= int(tags["loopml.train.resumed_at_epoch"]) <= killed["epoch"]  # from a checkpoint, not scratch
-    float(tags["loopml.train.restart_seconds"])  # recorded as a number; its size is the benchmark's business
-    assert "recovery_to_epoch_seconds" in run.data.metrics
-    steps = sorted({m.step for m in reg.client.get_metric_history(result["run_id"], "train_loss")})
-    assert steps == [0, 1, 2, 3]  # every epoch logged once per step by rank 0 (the killed one re-run)
-    assert reg.resolve("tab").version == "1"
-    assert result["metrics"]["accuracy"] > 0.9
-    # the progress record loopml status reads: running with both workers before the kill, then
-    # finished with the restart counted and the resume epoch named
-    assert (before["state"], before["workers"], before["workers_alive"], before["restarts"]) == ("running", 2, 2, 0)
-    after = read_progress(tmp_path / "ws", "tab")
-    assert (after["state"], after["epoch"], after["epochs"], after["restarts"], after["resumed_at_epoch"]) == \
-        ("finished", 4, 4, 1, int(tags["loopml.train.resumed_at_epoch"]))
-    assert after["run_id"] == result["run_id"]
+    return killed, before, out
 
 
 def test_controller_retrains_on_ray_and_status_shows_progress(tmp_path):
@@ -112,28 +90,17 @@ def test_checkpoints_on_s3_and_a_killed_worker_resumes_from_there(tmp_path):
     """``training.checkpoint_uri: s3://ckpt-bucket/ckpt`` on a real SeaweedFS S3 server in Ray's
     namespace: a wrong secret fails the train step naming the setting; then rank 1 is SIGKILLed
     in epoch 1 once epoch 0's checkpoint is registered in the bucket, the run resumes from it,
-    the final checkpoint is read back from the bucket (none is written locally) and registers."""
+    the final checkpoint is read back from the bucket (none is written locally) and registers;
+    its run records the restart and every epoch, and ``loopml status`` shows the progress.
+    (One Ray start for both the S3 and the recovery checks: the kill is the same in both.)"""
     env = {k: v for k, v in os.environ.items() if k not in ("LOOPML_HOME", "LOOPML_TRACKING_URI")}
     # 4 epochs, the kill in epoch 1 or 2: Ray Train registers a checkpoint only when its
     # controller next collects reports (every 2 s), so on a loaded machine epoch 1 can end
     # before epoch 0's checkpoint is in the bucket (then no kill happened: seen in CI)
     proc = subprocess.Popen(ray_command("s3", str(tmp_path), "2", "24000", "4"), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = None
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            beat = _beat(tmp_path, 1)
-            if beat and beat["epoch"] in (1, 2) and beat["resumed_at_epoch"] is None \
-                    and (tmp_path / "s3-checkpoint-registered").exists():
-                os.kill(beat["pid"], signal.SIGKILL)
-                killed = beat
-                break
-            time.sleep(0.02)
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    killed, before, out = kill_when_ready(proc, tmp_path,
+                                          lambda root: (root / "s3-checkpoint-registered").exists())
     assert killed is not None, out[-3000:]
     assert proc.returncode == 0, out[-3000:]
     refused = next(line for line in out.splitlines() if line.startswith("REFUSED "))
@@ -149,9 +116,24 @@ def test_checkpoints_on_s3_and_a_killed_worker_resumes_from_there(tmp_path):
     assert len(states) >= 2, keys
     assert not any(".loopml-probe" in k for k in keys)  # the write probe cleans up after itself
     assert result["local_checkpoints"] == []  # nothing fell back to the workspace's folder
-    run = Registry(Workspace(tmp_path / "ws")).client.get_run(result["run_id"])
-    assert run.data.tags["loopml.train.restarts"] == "1"
+
+    reg = Registry(Workspace(tmp_path / "ws"))
+    run = reg.client.get_run(result["run_id"])
+    tags = run.data.tags
+    assert tags["loopml.train.restarts"] == "1"
     # resumed from a checkpoint in the bucket (epoch 0's at least, so not from scratch), never
     # from past the epoch it was killed in
-    assert 1 <= int(run.data.tags["loopml.train.resumed_at_epoch"]) <= killed["epoch"]
-    assert Registry(Workspace(tmp_path / "ws")).resolve("tab").version == "1"
+    assert 1 <= int(tags["loopml.train.resumed_at_epoch"]) <= killed["epoch"]
+    float(tags["loopml.train.restart_seconds"])  # recorded as a number; its size is the benchmark's business
+    assert "recovery_to_epoch_seconds" in run.data.metrics
+    steps = sorted({m.step for m in reg.client.get_metric_history(result["run_id"], "train_loss")})
+    assert steps == [0, 1, 2, 3]  # every epoch logged once per step by rank 0 (the killed one re-run)
+    assert reg.resolve("tab").version == "1"
+    assert result["metrics"]["accuracy"] > 0.9
+    # the progress record loopml status reads: running with both workers before the kill, then
+    # finished with the restart counted and the resume epoch named
+    assert (before["state"], before["workers"], before["workers_alive"], before["restarts"]) == ("running", 2, 2, 0)
+    after = read_progress(tmp_path / "ws", "tab")
+    assert (after["state"], after["epoch"], after["epochs"], after["restarts"], after["resumed_at_epoch"]) == \
+        ("finished", 4, 4, 1, int(tags["loopml.train.resumed_at_epoch"]))
+    assert after["run_id"] == result["run_id"]
