@@ -5,6 +5,8 @@ replicas on several machines read them (tests/cli/test_operator.py covers the wo
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from loopml.operator.app import OperatorConfig, OperatorThread
@@ -196,3 +198,20 @@ def test_a_new_rollout_section_starts_a_new_rollout(env):
     assert status(kube, "loans")["rollout"]["step"] == 0
     assert (cond(kube, "loans", "RolledBack")["status"], cond(kube, "loans", "RolledBack")["reason"]) == \
         ("False", "NewRollout")
+
+
+def test_a_step_held_past_its_timeout_says_so_once(env):
+    kube = env["kube"]
+    kube.create(md("slow", "slow-model", rollout=ROLLOUT))
+    wait_for(lambda: (status(kube, "slow").get("rollout") or {}).get("phase") == "Canary", "the first step")
+    wait_for(lambda: (cond(kube, "slow", "Progressing") or {}).get("reason") == "Waiting", "holding")
+    # the step began 601 s ago (the default step_timeout_s is 600)
+    kube.patch("ModelDeployment", NS, "slow", {"metadata": {"annotations": {
+        "loopml.dev/step-started": str(time.time() - 601)}}})
+    p = wait_for(lambda: (cond(kube, "slow", "Progressing") or {}).get("reason") == "StepTimeout"
+                 and cond(kube, "slow", "Progressing"), "the timeout")
+    assert p["status"] == "False" and "no decision after 600 s: waiting for evidence" in p["message"]
+    wait_for(lambda: any(e["reason"] == "StepTimeout" for e in events(kube, "slow")), "the Warning")
+    time.sleep(1.0)  # five more ticks, all still timed out
+    assert [e["reason"] for e in events(kube, "slow")].count("StepTimeout") == 1
+    assert status(kube, "slow")["rollout"]["phase"] == "Canary"

@@ -11,12 +11,15 @@
   each step's traffic policy is written where ``loopml serve`` replicas read policies
   (``serve.policy_store.PolicyFiles``: the workspace's files, or the PostgreSQL store's
   ``policies`` table), and every advance, promotion or rollback is an Event and a condition.
-  Holding (not enough evidence yet) updates the Progressing message only.
+  Holding (not enough evidence yet) updates the Progressing message only; a step held longer
+  than ``step_timeout_s`` turns Progressing False (StepTimeout, one Warning) and is still
+  decided when its evidence arrives.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -30,6 +33,7 @@ from loopml.spec import RolloutSpec
 
 GROUP, VERSION, PLURAL = children.GROUP, children.VERSION, "modeldeployments"
 FINAL = ("Promoted", "RolledBack")
+STEP_STARTED = "loopml.dev/step-started"  # epoch seconds: the status schema has no field for it
 
 
 def rollout_spec(spec: dict) -> RolloutSpec | None:
@@ -151,6 +155,8 @@ class ModelDeploymentHandlers:
         if start:
             start(EvidenceQuery(meta["namespace"], meta["name"], model, index, step))
         self.save_policy(model, policy_for(step, challenger_ref(spec)))
+        self.cfg.kube.patch("ModelDeployment", meta["namespace"], meta["name"],
+                            {"metadata": {"annotations": {STEP_STARTED: str(time.time())}}})
         label = "shadow" if step.kind == "shadow" else f"canary {step.weight:.0%}"
         message = f"step {index + 1}/{len(rs.steps)}: {label} of {challenger_ref(spec)}" + (f" ({why})" if why else "")
         self.write_status(meta["namespace"], meta["name"],
@@ -198,8 +204,21 @@ class ModelDeploymentHandlers:
             kopf.event(body, type="Normal", reason="Promoted", message=why)
         elif d.action == ADVANCE:
             self._enter(body, rs, index + 1, "StepAdvanced", why)
+        elif self._timed_out(body, rs):  # as the controller pauses: say so once, keep deciding
+            why = f"no decision after {rs.step_timeout_s:.0f} s: {why}"[:900]
+            if (find((body.get("status") or {}).get("conditions"), "Progressing") or {}).get("reason") != "StepTimeout":
+                kopf.event(body, type="Warning", reason="StepTimeout", message=why)
+            self.write_status(ns, name, condition("Progressing", False, "StepTimeout", why, gen))
         else:  # hold: the message says what the step waits for; no event for every tick
             self.write_status(ns, name, condition("Progressing", True, "Waiting", why, gen))
+
+    @staticmethod
+    def _timed_out(body: dict, rs: RolloutSpec) -> bool:
+        started = (body["metadata"].get("annotations") or {}).get(STEP_STARTED)
+        try:
+            return started is not None and time.time() - float(started) > rs.step_timeout_s
+        except ValueError:
+            return False
 
 
 def register(registry: kopf.OperatorRegistry, cfg: Any) -> ModelDeploymentHandlers:
