@@ -1,9 +1,11 @@
-"""One fake API server and one operator per test module (both in threads of their own).
+"""Shared pieces of the operator tests: the fake cluster's resources and CRD validation, a
+Prometheus-format page, and ``wait_for``. Each test module starts one fake API server and one
+operator (both in threads of their own) in a module-scoped fixture.
 
 The operator logs in through an explicit kubeconfig naming the fake API server; rollout
 evidence comes from a real HTTP page in Prometheus text format that the tests rewrite (the
-counters a server's /metrics or Prometheus' /federate would show); traffic policies go to a
-temporary workspace, where ``loopml serve`` replicas read them.
+counters a server's /metrics or Prometheus' /federate would show); traffic policies go where
+``loopml serve`` replicas read them (a PostgreSQL state store, or a workspace).
 """
 
 from __future__ import annotations
