@@ -71,6 +71,7 @@ class ModelRuntime:
         # which runtime serves it ("sklearn", "onnx", "pyfunc"), and why a preferred one gave way
         self.runtime_name: str | None = None
         self.fallback_reason: str | None = None
+        self.predict_shape: list[int] = [-1]  # [-1, 384] for embeddings: learnt from the smoke prediction
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -220,6 +221,7 @@ class ModelRuntime:
             pred = self.predict_sync(rows)
             if len(pred.predict) != rows.n:
                 raise ValueError(f"{len(pred.predict)} predictions for {rows.n} rows")
+            self.predict_shape = [-1, *np.shape(pred.predict)[1:]]
         except Exception as e:  # noqa: BLE001 - whatever it is, this version cannot serve
             reason = " ".join(str(e).split())[:300]
             raise ModelCheckFailed(self.name, self.version, f"smoke prediction on {what} failed: {reason}") from None

@@ -137,3 +137,14 @@ def test_oip_v2_over_grpc_with_tritons_client_answers_as_the_model_itself(wire, 
         assert client.is_model_ready(name)
         res = client.infer(name, [t], outputs=[tc.InferRequestedOutput("predict")])
     _same(name, res.as_numpy("predict"), expected[name])
+
+
+def test_metadata_gives_each_models_output_shape(wire):
+    """The predict output's shape in the model metadata is what the model answers: one value
+    per row for the classifiers and the pyfunc, a vector per row for the network and the
+    embeddings (it said [-1] for every model before)."""
+    server, expected, _ = wire
+    for name, want in expected.items():
+        meta = httpx.get(f"{server.url}/v2/models/{name}", timeout=30).json()
+        predict = next(o for o in meta["outputs"] if o["name"] == "predict")
+        assert predict["shape"] == [-1, *want.shape[1:]], (name, meta["outputs"])

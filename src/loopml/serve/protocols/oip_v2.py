@@ -275,7 +275,7 @@ def encode_infer(req: InferRequest, pred: Prediction, runtime: ModelRuntime, rid
 
 
 def model_metadata(runtime: ModelRuntime, versions: list[str]) -> dict:
-    outputs = [{"name": "predict", "datatype": runtime.predict_datatype(), "shape": [-1]}]
+    outputs = [{"name": "predict", "datatype": runtime.predict_datatype(), "shape": list(runtime.predict_shape)}]
     if runtime.is_classifier:
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(runtime.classes)]})
     parameters: dict[str, Any] = {"version": runtime.version}
