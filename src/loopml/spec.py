@@ -311,6 +311,9 @@ class RetrainSpec(_Strict):
     source: str | None = None  # default: data.source; a folder means every CSV/Parquet file in it
     include_reference: bool = False
     max_rows: int | None = Field(None, ge=1)
+    # `loopml up` listens for Alertmanager's webhook (POST /alerts) on 127.0.0.1:PORT; off when
+    # unset; LOOPML_WEBHOOK_PORT overrides it (0: any free port); see loopml.loop.webhook (#11)
+    webhook_port: int | None = Field(None, ge=0, le=65535)
 
 
 class TrainingSpec(_Strict):

@@ -117,11 +117,17 @@ def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float],
     project_dir = project if project.is_dir() else project.parent
     ctl = Controller(spec, ws, ServerClient(server_url or server.url, token), project_dir=project_dir,
                      say=lambda msg: console.log(escape(msg)))
+    from loopml.loop.webhook import start_webhook
+
+    hook = None
     try:
+        hook = start_webhook(ctl, token, say=lambda msg: console.log(escape(msg)))  # Alertmanager -> trigger (#11)
         ctl.run(lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline))
     except KeyboardInterrupt:
         pass
     finally:
+        if hook is not None:
+            hook.stop()
         if supervisor is not None:
             supervisor.stop()
         if supervisor is not None and (started or supervisor.restarts):  # one it started (or restarted) stops with it

@@ -211,15 +211,18 @@ class Controller:
             self._last_drift_check = now
             self.check_drift()
 
-    def _trigger(self, kind: str, cause: str) -> None:
+    def _trigger(self, kind: str, cause: str, who: str = WHO):
+        """Queue a retraining (or merge it); ``who`` is the audit's actor (a token's name when
+        Alertmanager's webhook calls this from its thread: :mod:`loopml.loop.webhook`)."""
         pending = self.store.retry(self.model, cause_key(kind, cause))
         if pending is not None and pending.waiting:
-            return  # this cause failed: its retry is scheduled (poll_triggers queues it when due)
+            return None  # this cause failed: its retry is scheduled (poll_triggers queues it when due)
         trig = self.store.add_trigger(self.model, kind, cause, self.spec.triggers.debounce_s)
         if trig.status == "queued":  # merged repeats stay in state.db; the audit log gets the cause once
             audit.record_event(self.workspace, self.model, "trigger", f"{kind}: {cause}",
-                               who=WHO, evidence={"trigger": trig.id}, alias="trigger")
+                               who=who, evidence={"trigger": trig.id}, alias="trigger")
             self.say(f"[trigger] {kind}: {cause}")
+        return trig
 
     def _watch_folder(self, folder: Path) -> None:
         files = {str(p) for p in folder.glob("*") if p.suffix in (".csv", ".parquet", ".pq")} if folder.exists() else set()
