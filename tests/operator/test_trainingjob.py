@@ -102,6 +102,12 @@ def test_a_job_too_big_for_the_free_room_waits_whole(env):
              extra=lambda: st(kube, "too-big"))
     assert st(kube, "too-big")["phase"] == "Queued"
     assert kube.get("Job", NS, "too-big")["spec"]["suspend"] is True
+    # an operator killed mid-admission left a placement and a running Job behind: undone
+    kube.patch("TrainingJob", NS, "too-big", {"metadata": {"annotations": {"loopml.dev/placement": "gpu-0,gpu-1"}}})
+    kube.patch("Job", NS, "too-big", {"spec": {"suspend": False}})
+    wait_for(lambda: kube.get("Job", NS, "too-big")["spec"]["suspend"] is True, "the Job suspended again")
+    assert "loopml.dev/placement" not in (kube.get("TrainingJob", NS, "too-big")["metadata"].get("annotations") or {})
+    assert st(kube, "too-big")["phase"] == "Queued"
     finish(kube, "fits", "too-big")
 
 

@@ -208,7 +208,14 @@ class TrainingJobHandlers:
 
     def _wait(self, body: dict, why: str) -> None:
         st = body.get("status") or {}
-        gen = int(body["metadata"].get("generation") or 0)
+        meta = body["metadata"]
+        gen = int(meta.get("generation") or 0)
+        if (meta.get("annotations") or {}).get(PLACEMENT) is not None:
+            # an admission cut short (placed, maybe unsuspended, status never written): undo it,
+            # or the job would run while the scheduler counts it as waiting
+            self._suspend(body, True)
+            self.cfg.kube.patch("TrainingJob", meta["namespace"], meta["name"],
+                                {"metadata": {"annotations": {PLACEMENT: None}}})
         phase = st.get("phase") if st.get("phase") in WAITING else "Queued"
         self._status(body, phase, condition("Admitted", False, "Waiting", why[:900], gen))
 
