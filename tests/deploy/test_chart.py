@@ -41,9 +41,14 @@ def test_helm_template_equals_the_python_renderer(deployed):
     by_helm = {(o["kind"], o["metadata"]["name"]): o for o in _template(paths["chart"])}
     by_python = {(o["kind"], o["metadata"]["name"]): o for o in render(values)}
     assert sorted(by_helm) == sorted(by_python)
-    # ConfigMap, server Deployment, Service, PDB, HPA, controller, operator (+ ServiceAccount,
-    # ClusterRole, ClusterRoleBinding), ServiceMonitor, PrometheusRule, three NetworkPolicies
-    assert len(by_python) == 15
+    # ConfigMap, server Deployment, Service, the pods' headless Service, PDB, HPA, controller,
+    # operator (+ ServiceAccount, ClusterRole, ClusterRoleBinding), ServiceMonitor,
+    # PrometheusRule, three NetworkPolicies
+    assert len(by_python) == 16
+    pods = by_python[("Service", f"{values['nameOverride']}-server-pods")]
+    assert pods["spec"]["clusterIP"] == "None"  # one DNS address per pod, for the controller
+    controller = by_python[("Deployment", f"{values['nameOverride']}-controller")]
+    assert f"http://{values['nameOverride']}-server-pods:" in " ".join(controller["spec"]["template"]["spec"]["containers"][0]["args"])
     for key, obj in by_python.items():
         assert by_helm[key] == obj, key
 

@@ -119,7 +119,7 @@ def test_probes_ports_and_grace_follow_the_spec(deployed):
     assert ctl["replicas"] == 1 and ctl["strategy"] == {"type": "Recreate"}
     # the controller drives the server pods through their Service, and starts no server itself
     args = ctl["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--server-url") + 1] == "http://fraud-server:9000" and "--no-server" in args
+    assert args[args.index("--server-url") + 1] == "http://fraud-server-pods:9000" and "--no-server" in args
     op = objs[("Deployment", "fraud-operator")]["spec"]
     assert op["replicas"] == 1 and op["strategy"] == {"type": "Recreate"}
     assert "replicas" not in objs[("Deployment", "fraud-server")]["spec"]  # the HPA owns it

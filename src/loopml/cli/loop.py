@@ -72,7 +72,7 @@ def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float],
     from rich.markup import escape
 
     from loopml.errors import ServeError
-    from loopml.loop.admin_client import ServerClient
+    from loopml.loop.admin_client import FleetClient, ServerClient
     from loopml.loop.controller import Controller
     from loopml.loop.server_process import ServerProcess, admin_token
     from loopml.loop.supervisor import Supervisor
@@ -115,7 +115,9 @@ def _up(spec, ws, project: Path, port: Optional[int], run_for: Optional[float],
     deadline = time.monotonic() + run_for if run_for else None
     # the controller re-reads loopml.yaml from this folder when it is edited (validated first)
     project_dir = project if project.is_dir() else project.parent
-    ctl = Controller(spec, ws, ServerClient(server_url or server.url, token), project_dir=project_dir,
+    # controller only: every server behind the name (a headless Service: one address per pod)
+    client = FleetClient(server_url, token) if server_url else ServerClient(server.url, token)
+    ctl = Controller(spec, ws, client, project_dir=project_dir,
                      say=lambda msg: console.log(escape(msg)))
     from loopml.loop.webhook import start_webhook
 

@@ -119,7 +119,7 @@ def controller_deployment(values: dict) -> dict:
         # the server pods behind the Service, not a server of its own; the admin token is
         # LOOPML_ADMIN_TOKEN from the Secret, never an argument
         "command": ["loopml"], "args": ["up", "--project", PROJECT_DIR, "--no-server", "--server-url",
-                                        f"http://{values['nameOverride']}-server:{values['serving']['port']}"],
+                                        f"http://{values['nameOverride']}-server-pods:{values['serving']['port']}"],
         "env": _env(values), "resources": values["controller"]["resources"],
         "securityContext": _container_security(), "volumeMounts": _mounts(),
     }
@@ -165,6 +165,17 @@ def service(values: dict) -> dict:
                      "ports": [{"name": "http", "port": sv["port"], "targetPort": "http", "protocol": "TCP"},
                                {"name": "grpc", "port": sv["grpcPort"], "targetPort": "grpc", "protocol": "TCP",
                                 "appProtocol": "grpc"}]}}
+
+
+def pods_service(values: dict) -> dict:
+    """Headless: its name resolves to one address per ready server pod, so the controller
+    (``up --no-server``, loop/admin_client.FleetClient) reads every pod's /metrics and changes
+    every pod's traffic, not whichever pod a load-balanced Service picks. Labelled apart from the
+    server Service so the ServiceMonitor does not scrape the pods twice."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(values, "server-pods"),
+            "spec": {"clusterIP": "None", "selector": _labels(values, "server"),
+                     "ports": [{"name": "http", "port": values["serving"]["port"], "targetPort": "http",
+                                "protocol": "TCP"}]}}
 
 
 def hpa(values: dict) -> dict:
@@ -224,7 +235,7 @@ def controller_network_policy(values: dict, component: str = "controller") -> di
 
 def render(values: dict) -> list[dict[str, Any]]:
     """Every object the chart renders for ``values`` (already merged and checked)."""
-    out = [config_map(values), server_deployment(values), service(values), pdb(values)]
+    out = [config_map(values), server_deployment(values), service(values), pods_service(values), pdb(values)]
     if values["autoscaling"]["enabled"]:
         out.append(hpa(values))
     if values["controller"]["enabled"]:
