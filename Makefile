@@ -84,6 +84,10 @@ bench-store: $(STAMP)
 bench-platform: $(STAMP)
 	$(PY) benchmarks/platform_bench.py
 
+# LOOPML_HOME on object storage: pipeline steps and the prediction log's publish lag (#11)
+bench-home: $(STAMP)
+	$(PY) benchmarks/home_bench.py
+
 bench-scheduler: $(STAMP)
 	$(PY) benchmarks/scheduler_bench.py
 
