@@ -61,3 +61,4 @@ def test_the_operator_runs_cluster_wide_and_stops_on_sigterm(tmp_path):
         cluster.stop()
     assert proc.returncode == 0, err[-2000:]
     assert "rollouts are not driven" in err
+    assert "Handler 'reconcile' succeeded" in err  # Kopf's log, configured

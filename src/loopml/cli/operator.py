@@ -31,6 +31,7 @@ def operator(
                                                       "admission cycles.")] = 10.0,
     liveness: Annotated[Optional[str], typer.Option("--liveness", help="Liveness endpoint, e.g. "
                                                     "http://127.0.0.1:8080/healthz.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug log lines (every request).")] = False,
     home: HomeOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -59,4 +60,7 @@ def operator(
                          rollout_interval=rollout_interval, admission_interval=admission_interval)
     if cfg.evidence is None:
         typer.echo("no --prometheus-url: ModelDeployment rollouts are not driven (children and traffic only)", err=True)
+    import kopf
+
+    kopf.configure(verbose=verbose)  # Kopf's own log lines on stderr, as `kopf run` prints them
     asyncio.run(operate(cfg, clusterwide=all_namespaces, liveness=liveness))

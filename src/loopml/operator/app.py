@@ -41,7 +41,7 @@ class OperatorConfig:
 def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         """The operator's own client settings (explicit kubeconfig, service account or default)."""
         c = cfg.kube.client().configuration

@@ -225,29 +225,30 @@ def register(registry: kopf.OperatorRegistry, cfg: Any) -> ModelDeploymentHandle
     h = ModelDeploymentHandlers(cfg)
     res = (GROUP, VERSION, PLURAL)
 
-    @kopf.on.resume(*res, registry=registry)
-    @kopf.on.create(*res, registry=registry)
+    @kopf.on.resume(*res, id="reconcile-resume", registry=registry)
+    @kopf.on.create(*res, id="reconcile", registry=registry)
     def md_reconcile(body, logger, **_):
         h.reconcile(body, logger)
 
-    @kopf.on.update(*res, field="spec", registry=registry)
+    @kopf.on.update(*res, field="spec", id="reconcile-update", registry=registry)
     def md_update(body, logger, diff, **_):
         # a new rollout section (another challenger, other steps) starts a new rollout
         changed = any(tuple(d[1])[:1] == ("rollout",) for d in diff)
         h.reconcile(body, logger, reset_rollout=changed)
 
-    @kopf.on.delete(*res, registry=registry)
+    @kopf.on.delete(*res, id="cleanup", registry=registry)
     def md_cleanup(body, logger, **_):
         h.cleanup(body, logger)
 
     # a watching handler: Kopf keeps no state (annotations, finalizers) on the children
-    @kopf.on.event("apps", "v1", "deployments", labels={children.OWNER_LABEL: kopf.PRESENT}, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", labels={children.OWNER_LABEL: kopf.PRESENT}, id="server-status",
+                   registry=registry)
     def md_child_status(body, type, logger, **_):
         if type in ("ADDED", "MODIFIED", None):
             h.deployment_changed(body, logger)
 
     if cfg.evidence is not None:
-        @kopf.timer(*res, interval=cfg.rollout_interval, registry=registry,
+        @kopf.timer(*res, interval=cfg.rollout_interval, id="rollout", registry=registry,
                     when=lambda spec, status, **_: bool(spec.get("rollout"))
                     and (status.get("rollout") or {}).get("phase") not in FINAL)
         def md_rollout(namespace, name, logger, **_):

@@ -234,27 +234,28 @@ def register(registry: kopf.OperatorRegistry, cfg: Any) -> TrainingJobHandlers:
     res = (GROUP, VERSION, PLURAL)
     stop = threading.Event()
 
-    @kopf.on.resume(*res, registry=registry)
-    @kopf.on.create(*res, registry=registry)
+    @kopf.on.resume(*res, id="children-resume", registry=registry)
+    @kopf.on.create(*res, id="children", registry=registry)
     def tj_create(body, logger, **_):
         h.create(dict(body), logger)
 
     for group_version, plural in (("batch/v1", "jobs"), (KUBERAY, "rayjobs")):
         group, version = group_version.split("/")
 
-        @kopf.on.event(group, version, plural, labels={children.OWNER_LABEL: kopf.PRESENT}, registry=registry)
+        @kopf.on.event(group, version, plural, labels={children.OWNER_LABEL: kopf.PRESENT}, id="child-status",
+                        registry=registry)
         def tj_child(body, type, logger, **_):
             if type in ("ADDED", "MODIFIED", None):
                 h.child_changed(dict(body), logger)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="admission-start", registry=registry)
     async def tj_admission_start(logger, **_):
         import asyncio
 
         stop.clear()
         asyncio.get_running_loop().run_in_executor(None, h.admission_loop, stop, logger)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="admission-stop", registry=registry)
     async def tj_admission_stop(**_):
         stop.set()
         h._wake.set()
