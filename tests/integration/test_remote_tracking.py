@@ -1,20 +1,19 @@
 """The remote tracking path against a real MLflow tracking server on 127.0.0.1.
 
-A ``mlflow server`` (SQLite backend, proxied artifacts) runs in a subprocess; a loopml
-workspace points at it with ``tracking_uri``; the pipeline, the registry and the CLI
-go through the server, and every check reads back through the server's HTTP API.
+The server is the session platform's ``mlflow server`` (the ``local_platform`` fixture:
+PostgreSQL backend, artifacts proxied to SeaweedFS's S3 bucket), started once for every test
+that needs one; a loopml workspace points at it with ``tracking_uri``; the pipeline, the
+registry and the CLI go through the server, and every check reads back through the server's
+HTTP API (and the bucket's S3 API for where the artifacts landed).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -22,57 +21,39 @@ import pytest
 
 from loopml.config import Workspace
 
-BIN = Path(sys.executable).parent
-STARTUP_TIMEOUT_S = 45.0
 
+@pytest.fixture
+def mlflow_server(local_platform):
+    """(URI of the platform's MLflow tracking server on 127.0.0.1, a function listing the object
+    keys of its artifact store). Read from the platform's state at test time: a component
+    restarted by an earlier test may have moved to another port."""
+    from loopml.platform.stack import BUCKET
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    uri = local_platform.environment()["LOOPML_TRACKING_URI"]
+    s3 = local_platform._components(local_platform.read_state())["seaweedfs"].client()
 
+    def artifact_keys(prefix: str) -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"mlflow server did not answer /health within {STARTUP_TIMEOUT_S:.0f} s:\n"
-                       f"{log.read_text()[-3000:]}")
+    return uri, artifact_keys
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """URI of a fresh MLflow tracking server bound to 127.0.0.1; stopped afterwards."""
-    root = tmp_path / "server"
-    root.mkdir()
-    port = _free_port()
-    log = root / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LOOPML_"))}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--artifacts-destination", str(root / "artifacts")],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(uri, proc, log)
-        yield uri, root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=5)
+def project(tmp_path: Path) -> Path:
+    """The example fraud project, small: 1,000 rows and 40 boosting rounds. What is tested is the
+    way to and from the server, not the model; the pipeline runs twice (here and in the CLI)."""
+    import yaml
+
+    from loopml.demo.project import scaffold_project
+
+    proj = scaffold_project(tmp_path / "proj", rows=1000)
+    raw = yaml.safe_load((proj / "loopml.yaml").read_text())
+    raw["model"]["params"]["max_iter"] = 40
+    # the server is shared by the session (other tests register "fraud" there): a name of its own
+    raw["name"] = f"remote-{uuid.uuid4().hex[:8]}"
+    (proj / "loopml.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return proj
 
 
 def test_pipeline_registry_and_cli_through_a_remote_server(mlflow_server, project, tmp_path, monkeypatch):
@@ -82,7 +63,7 @@ def test_pipeline_registry_and_cli_through_a_remote_server(mlflow_server, projec
     from loopml.registry.client import CHALLENGER, CHAMPION, Registry
     from loopml.spec import load_spec
 
-    uri, server_root = mlflow_server
+    uri, artifact_keys = mlflow_server
     monkeypatch.delenv("LOOPML_TRACKING_URI", raising=False)
     monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "ws"))
     ws = Workspace(tmp_path / "ws", tracking_uri_override=uri)
@@ -108,8 +89,10 @@ def test_pipeline_registry_and_cli_through_a_remote_server(mlflow_server, projec
     assert run.data.tags["loopml.snapshot_id"] == result.snapshot_id
     artifacts = {a.path for a in server.list_artifacts(result.run_id)}
     assert {"gate.json", "confusion_matrix.json"} <= artifacts
-    # the artifacts live in the server's store, not in the workspace
-    assert any((server_root / "artifacts").rglob("MLmodel"))
+    # the artifacts live in the server's store (the platform's bucket), not in the workspace
+    keys = artifact_keys(f"mlflow/{exp.experiment_id}/")
+    assert any(k.endswith("/MLmodel") for k in keys), keys
+    assert any(k.endswith("/gate.json") and result.run_id in k for k in keys), keys
     assert not any((tmp_path / "ws" / "artifacts").rglob("MLmodel"))
 
     mv = server.get_model_version_by_alias(name, CHAMPION)
@@ -132,7 +115,7 @@ def test_pipeline_registry_and_cli_through_a_remote_server(mlflow_server, projec
 
     # the CLI, in a fresh process with its own empty workspace, against the same server
     cli_home = tmp_path / "cli-home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LOOPML_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LOOPML_", "AWS_"))}
     env["LOOPML_HOME"] = str(cli_home)
     out = subprocess.run([sys.executable, "-m", "loopml.cli.main", "run", "-p", str(project),
                           "--tracking-uri", uri, "--json"],
