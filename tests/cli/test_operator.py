@@ -36,15 +36,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_operator_runs_cluster_wide_and_stops_on_sigterm(tmp_path):
+@pytest.mark.parametrize("login", ["--kubeconfig", "KUBECONFIG"])
+def test_the_operator_runs_cluster_wide_and_stops_on_sigterm(login, tmp_path):
+    """Both logins: the explicit file (the operator's client hands its credentials to Kopf) and
+    the default chain (Kopf's and the client's own loaders; here KUBECONFIG names the fake)."""
     cluster = start_cluster(tmp_path)
     kube = Kube(str(cluster.kubeconfig))
     health = f"http://127.0.0.1:{_free_port()}/healthz"
-    proc = subprocess.Popen([*LOOPML, "operator", "--all-namespaces", "--kubeconfig", str(cluster.kubeconfig),
+    explicit = ["--kubeconfig", str(cluster.kubeconfig)] if login == "--kubeconfig" else []
+    env_file = tmp_path / "none" if login == "--kubeconfig" else cluster.kubeconfig
+    proc = subprocess.Popen([*LOOPML, "operator", "--all-namespaces", *explicit,
                              "--home", str(tmp_path / "ws"), "--image", "registry.example/loopml:2",
                              "--liveness", health],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "KUBECONFIG": str(tmp_path / "none")})
+                            env={**os.environ, "KUBECONFIG": str(env_file)})
     try:
         kube.create({"apiVersion": "loopml.dev/v1", "kind": "ModelDeployment",
                      "metadata": {"name": "cli", "namespace": "ml"}, "spec": {"model": {"name": "cli-model"}}})

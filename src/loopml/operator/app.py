@@ -42,8 +42,12 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(id="login", registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        """The operator's own client settings (explicit kubeconfig, service account or default)."""
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """An explicit kubeconfig: the same credentials as the operator's own client. Otherwise
+        Kopf's login through the official client, which re-reads the pod's service-account
+        token on every (re-)login: bound tokens rotate."""
+        if not cfg.kube.kubeconfig:
+            return kopf.login_via_client(**kwargs)
         c = cfg.kube.client().configuration
         token = (c.api_key or {}).get("authorization", "") or (c.api_key or {}).get("BearerToken", "")
         token = token.split(" ", 1)[1] if token.lower().startswith("bearer ") else token
