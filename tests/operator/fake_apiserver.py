@@ -16,6 +16,9 @@ adds, on every write:
   the ``status`` subresource changes status only, the main resource ignores status (as for
   a CRD with the status subresource); a patch that changes nothing writes nothing;
 - delete of an object with finalizers: ``deletionTimestamp`` with a new ``resourceVersion``;
+- lists carry the resourceVersion of the listed state, and a watch from a resourceVersion
+  replays only what changed since (kmock replays every object, handing Kopf stale bodies);
+  ``/api/v1/namespaces``, which kmock 0.8 cannot route, is listed and watched;
 - CRs are validated against their CRD's openAPIV3Schema when a validator is registered
   (422 with the first error);
 - once an object is gone, the objects its ``uid`` owns (``ownerReferences``) are deleted too,
