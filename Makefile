@@ -80,6 +80,9 @@ bench-text: $(STAMP)
 bench-store: $(STAMP)
 	$(PY) benchmarks/store_bench.py
 
+bench-tokens: $(STAMP)
+	$(PY) benchmarks/token_bench.py
+
 # needs the platform extra and Debian's postgresql, prometheus, prometheus-alertmanager
 bench-platform: $(STAMP)
 	$(PY) benchmarks/platform_bench.py

@@ -35,6 +35,7 @@ from loopml.store.schema import tokens as tokens_t
 ROLES = ("viewer", "deployer", "admin")
 BOOTSTRAP = "env:LOOPML_ADMIN_TOKEN"
 CACHE_TTL_S = 5.0  # a revoke (or a new token) takes effect in every process within this
+LAST_USED_RESOLUTION_S = 60.0  # "last used" is kept to the minute
 _CACHE_MAX = 1024  # entries per process; unknown tokens are cached too, so a flood stays bounded
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _TOKEN = re.compile(r"^loopml_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -113,7 +114,10 @@ class TokenStore:
             row = con.execute(select(tokens_t).where(tokens_t.c.id == token_id)).mappings().first()
             if row is None or not hmac.compare_digest(row["hash"], _digest(row["salt"], secret)):
                 return None
-            con.execute(update(tokens_t).where(tokens_t.c.id == token_id).values(last_used=time.time()))
+            now = time.time()
+            if row["last_used"] is None or now - row["last_used"] >= LAST_USED_RESOLUTION_S:
+                # at most one write a minute per token: a read-only check costs no fsync
+                con.execute(update(tokens_t).where(tokens_t.c.id == token_id).values(last_used=now))
             return Identity(row["name"], row["role"])
         return self._run(go)
 
