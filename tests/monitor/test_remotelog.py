@@ -14,8 +14,8 @@ from loopml.monitor.compaction import SimulatedCrash
 from loopml.monitor.logfiles import JOURNAL
 from loopml.monitor.logread import log_files, read_predictions
 from loopml.monitor.predlog import write_part
-from loopml.monitor.remotelog import (CLAIM, RemoteFolder, cache_dir, compact_replica, model_folder,
-                                      publish_sealed, recover)
+from loopml.monitor.outbox import CLAIM, publish_sealed
+from loopml.monitor.remotelog import RemoteFolder, cache_dir, compact_replica, model_folder, recover
 
 H = 3600.0
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % H)
@@ -126,7 +126,7 @@ def test_recorder_publishes_its_parts_on_close(tmp_path, monkeypatch):
     rec.writer.append([{"request_id": f"r{i}", "ts": T0 + i, "model": "m", "version": "1", "variant": "champion",
                         "inputs": {"x": 1.0}, "outputs": {"prediction": 0}} for i in range(7)])
     rec.close()
-    assert rec.published == 1 and rec.publish_errors == 0
+    assert rec.publisher.published == 1 and rec.publisher.errors == 0
     assert model_folder(root.remote_url, "m").names() == ["replica-one"]
     assert _ids(_root(tmp_path, "reader")) == sorted(f"r{i}" for i in range(7))
 
@@ -138,3 +138,30 @@ def test_remote_folder_put_is_whole_or_absent(tmp_path):
     assert not list(Path(tmp_path / "b" / "x").glob(".*"))  # no temp left behind
     f.rm()
     assert not f.exists()
+
+
+def test_the_publisher_thread_publishes_and_compacts_while_rows_arrive(tmp_path, monkeypatch):
+    import time
+
+    from loopml.monitor.outbox import Publisher
+
+    monkeypatch.setenv("LOOPML_REPLICA_ID", "r1")
+    root = _root(tmp_path, "a")
+    pub = Publisher(Path(root), "m", root.remote_url, compact_every=0.1, interval=0.05).start()
+    ids = []
+    try:
+        for k in range(6):
+            ids += _part(root, T0 + k * 600, 3, f"p{k}")
+            time.sleep(0.1)
+        reader = _root(tmp_path, "reader")
+        deadline = time.monotonic() + 30
+        folder = model_folder(root.remote_url, "m") / "r1"
+        while time.monotonic() < deadline and (_ids(reader) != sorted(ids) or pub.compactions < 2
+                                                or any(n.startswith("part-") for n in folder.names())):
+            time.sleep(0.05)
+    finally:
+        pub.stop()
+    pub.flush()
+    assert pub.errors == 0 and pub.published == 6 and pub.compactions >= 2
+    assert not [n for n in folder.names() if n.startswith("part-")]  # all folded into hour files
+    assert _ids(_root(tmp_path, "reader2")) == sorted(ids)

@@ -1,15 +1,10 @@
 """The prediction log on object storage (``LOOPML_HOME=s3://...``, issue #11).
 
 Each server replica keeps writing its parts locally (:mod:`loopml.monitor.predlog`: temp,
-fsync, rename), so answering never waits on the network. That local folder is an *outbox*:
-:func:`publish_sealed` uploads each sealed part to::
+fsync, rename), so answering never waits on the network. That local folder is an *outbox*
+(:mod:`loopml.monitor.outbox`) whose sealed parts are published, one PUT each, to::
 
     <home>/predictions/<model>/<replica>/part-<min_ms>-<max_ms>-<rows>-<id>.parquet
-
-and deletes it locally. One object is one PUT, which S3 makes visible whole or not at all, so
-a reader never sees part of a part. Before the upload the local file is renamed to
-``pub.<replica>.<name>`` (the claim): after a crash between the PUT and the delete, the next
-round uploads it again under the same key, never a second copy under another replica.
 
 Each replica compacts only its own prefix (:func:`compact_replica`), with the local
 compactor's journal protocol (see :mod:`loopml.monitor.compaction`): journal ``running``
@@ -42,7 +37,6 @@ from pathlib import Path
 from loopml.monitor.logfiles import (COMPACTED_PREFIX, JOURNAL, PART_PREFIX, LogFile, hour_dirs, hour_start_ms,
                                      newest_first_cover, parse_name, read_journal, snapshot)
 
-CLAIM = "pub."
 HOUR_MS = 3_600_000
 
 
@@ -120,33 +114,6 @@ def _is_local(fs) -> bool:
 def model_folder(url: str, model: str) -> RemoteFolder:
     fs, root = _fs(url)
     return RemoteFolder(fs, f"{root}/{model}")
-
-
-# -- writing: the outbox --------------------------------------------------------------------
-
-def publish_sealed(local: Path, remote: RemoteFolder, replica: str) -> int:
-    """Upload every sealed local part of one model to ``remote/<replica>/``, then delete it
-    locally; returns how many were published. Call it under the local compaction lock (one
-    publisher per outbox)."""
-    prefix = f"{CLAIM}{replica}."
-    try:
-        names = sorted(os.listdir(local))
-    except FileNotFoundError:
-        return 0
-    todo = []
-    for name in names:
-        if name.startswith(CLAIM):  # claimed by an earlier round that did not finish
-            rest = name[len(CLAIM):]
-            owner, _, part = rest.partition(f".{PART_PREFIX}")
-            todo.append((local / name, owner, PART_PREFIX + part))
-        elif name.startswith(PART_PREFIX) and name.endswith(".parquet"):
-            claimed = local / f"{prefix}{name}"
-            os.rename(local / name, claimed)  # the claim: from now on it goes to this replica only
-            todo.append((claimed, replica, name))
-    for path, owner, part in todo:
-        (remote / owner / part).put(path.read_bytes())
-        path.unlink()
-    return len(todo)
 
 
 # -- compaction of one replica's prefix -----------------------------------------------------

@@ -22,9 +22,9 @@ are made, it runs whether or not a controller does, and the compaction lock lets
 one of several workers or replicas do each round.
 
 When the log root carries ``remote_url`` (``LOOPML_HOME=s3://...``), the local folder is an
-outbox instead: a publisher thread uploads sealed parts to ``<home>/predictions/<model>/
-<replica>/`` every ``LOOPML_PREDICTION_LOG_PUBLISH_INTERVAL_S`` (2 s) and compacts this
-replica's prefix every ``compact_interval_s`` (see :mod:`loopml.monitor.remotelog`).
+outbox instead: a :class:`~loopml.monitor.outbox.Publisher` uploads sealed parts to
+``<home>/predictions/<model>/<replica>/`` and compacts this replica's prefix every
+``compact_interval_s``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ ENV = {"mode": "LOOPML_PREDICTION_LOG_MODE", "retention_days": "LOOPML_PREDICTIO
        "max_bytes": "LOOPML_PREDICTION_LOG_MAX_BYTES", "compact_interval_s": "LOOPML_PREDICTION_LOG_COMPACT_INTERVAL_S"}
 
 
-PUBLISH_INTERVAL_S = 2.0  # remote home: seconds between uploads of sealed parts
 _DEFAULTS = PredictionLogSpec()  # one source of defaults: the spec's
 
 
@@ -160,8 +159,7 @@ class PredictionRecorder:
         self.recorded = 0
         self.compactions = 0
         self.compaction_errors = 0
-        self.published = 0  # parts uploaded to the remote home
-        self.publish_errors = 0
+        self.publisher: Any = None  # remote home: loopml.monitor.outbox.Publisher
         self.writer: Any = None
         self._started = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -187,10 +185,10 @@ class PredictionRecorder:
                                               acknowledged=self.acknowledged,
                                               on_commit=self._committed if self.acknowledged else None).start()
             if self.remote_url:
-                self._stop.clear()
-                self._compactor = threading.Thread(target=self._publish_loop, daemon=True,
-                                                   name=f"predlog-publish-{self.model}")
-                self._compactor.start()
+                from loopml.monitor.outbox import Publisher
+
+                self.publisher = Publisher(self.root, self.model, self.remote_url,
+                                           compact_every=self.settings.compact_interval_s).start()
             elif self.settings.compact_interval_s > 0:
                 self._stop.clear()
                 self._compactor = threading.Thread(target=self._compact_loop, daemon=True,
@@ -288,38 +286,6 @@ class PredictionRecorder:
                 self.compaction_errors += 1
                 log.warning("%s: prediction log compaction failed: %s: %s", self.model, type(e).__name__, e)
 
-    # -- publishing (remote home) ----------------------------------------------------------
-
-    def publish_now(self, compact: bool = False) -> int:
-        """Upload this model's sealed local parts (and, with ``compact``, compact this replica's
-        published parts); returns the parts published. One publisher per outbox at a time."""
-        from loopml.monitor.compaction import compaction_lock
-        from loopml.monitor.remotelog import compact_replica, model_folder, publish_sealed, replica_id
-
-        replica = replica_id()
-        remote = model_folder(self.remote_url, self.model)
-        with compaction_lock(self.root / self.model, wait=True):
-            n = publish_sealed(self.root / self.model, remote, replica)
-            if compact:
-                compact_replica(remote / replica, min_age_s=PUBLISH_INTERVAL_S)
-                self.compactions += 1
-        self.published += n
-        return n
-
-    def _publish_loop(self) -> None:
-        interval = float(os.environ.get("LOOPML_PREDICTION_LOG_PUBLISH_INTERVAL_S") or PUBLISH_INTERVAL_S)
-        every = self.settings.compact_interval_s
-        last_compact = time.monotonic()
-        while not self._stop.wait(interval):
-            compact = every > 0 and time.monotonic() - last_compact >= every
-            try:
-                self.publish_now(compact=compact)
-            except Exception as e:  # noqa: BLE001 - the parts stay in the outbox; the next round retries
-                self.publish_errors += 1
-                log.warning("%s: publishing the prediction log failed: %s: %s", self.model, type(e).__name__, e)
-            if compact:
-                last_compact = time.monotonic()
-
     @property
     def lag_seconds(self) -> float:
         """Seconds since the log last caught up, 0 when nothing waits."""
@@ -332,17 +298,15 @@ class PredictionRecorder:
     def close(self) -> None:
         """Write everything queued (fsynced), stop the writer and the compaction thread."""
         self._stop.set()
+        if self.publisher is not None:
+            self.publisher.stop()
         if self._compactor is not None:
             self._compactor.join(60)
             self._compactor = None
         if self.writer is not None:
             self.writer.close()
-        if self.remote_url:  # what the writer sealed last goes out now, not with the next process
-            try:
-                self.publish_now()
-            except Exception as e:  # noqa: BLE001 - kept in the outbox for the next start
-                self.publish_errors += 1
-                log.warning("%s: publishing the prediction log failed: %s: %s", self.model, type(e).__name__, e)
+        if self.publisher is not None:
+            self.publisher.flush()
 
 
 class RecordingPredictor:
