@@ -50,3 +50,23 @@ def test_training_children_per_backend():
     assert ray["kind"] == "RayJob" and children.QUEUE_LABEL not in ray["metadata"]["labels"]
     assert ray["spec"]["suspend"] is True and ray["spec"]["entrypoint"].startswith("loopml train")
     assert ray["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 3
+
+
+def test_the_chart_passes_its_secret_and_project_to_the_operators_server_pods():
+    """The chart's operator runs with --secret (secrets.existingSecret) and --project-config-map;
+    the server pods it creates reference that Secret and mount that ConfigMap (they referenced
+    'loopml-secrets' whatever the release's Secret was called)."""
+    from loopml.deploy.manifests import render
+    from loopml.deploy.values import default_values
+
+    values = default_values()
+    values["nameOverride"], values["secrets"]["existingSecret"] = "team", "team-creds"
+    op = next(o for o in render(values) if o["kind"] == "Deployment" and o["metadata"]["name"] == "team-operator")
+    args = op["spec"]["template"]["spec"]["containers"][0]["args"]
+    settings = {"secret": args[args.index("--secret") + 1],
+                "projectConfigMap": args[args.index("--project-config-map") + 1]}
+    assert settings == {"secret": "team-creds", "projectConfigMap": "team-project"}
+    pod = children.server_deployment(MD, settings)["spec"]["template"]["spec"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"] if "valueFrom" in e}
+    assert refs == {"team-creds"}
+    assert {"name": "team-project"} in [v.get("configMap") for v in pod["volumes"]]

@@ -25,6 +25,10 @@ def operator(
     prometheus_url: Annotated[Optional[str], typer.Option("--prometheus-url", help="Rollout evidence: Prometheus' "
                                                           "/federate URL, or a page in Prometheus text format.")] = None,
     image: Annotated[Optional[str], typer.Option("--image", help="Default server image of ModelDeployments.")] = None,
+    secret: Annotated[Optional[str], typer.Option("--secret", help="Secret the server pods read credentials from, "
+                                                  "by reference (default: loopml-secrets).")] = None,
+    project_config_map: Annotated[Optional[str], typer.Option("--project-config-map", help="ConfigMap holding the "
+                                                              "project's loopml.yaml, mounted into server pods.")] = None,
     rollout_interval: Annotated[float, typer.Option("--rollout-interval", min=0.1, help="Seconds between "
                                                     "rollout decisions.")] = 30.0,
     admission_interval: Annotated[float, typer.Option("--admission-interval", min=0.1, help="Seconds between gang "
@@ -54,7 +58,8 @@ def operator(
     hooks = RegistryHooks(ws, kube)
     state = ws.state_uri
     cfg = OperatorConfig(kube=kube, policies=PolicyFiles(ws.home, state), namespaces=tuple(namespace or ()),
-                         settings={"image": image} if image else {},
+                         settings={k: v for k, v in (("image", image), ("secret", secret),
+                                                     ("projectConfigMap", project_config_map)) if v},
                          evidence=PrometheusEvidence(prometheus_url) if prometheus_url else None,
                          promote=hooks.promote, register_model=hooks.register_model,
                          rollout_interval=rollout_interval, admission_interval=admission_interval)

@@ -135,7 +135,8 @@ def operator_deployment(values: dict) -> dict:
     op = values["operator"]
     scope = ["--namespace", op["watchNamespace"]] if op["watchNamespace"] else ["--all-namespaces"]
     # ModelDeployments without an image run this chart's image; rollouts need Prometheus' evidence
-    args = ["operator", *scope, "--image", _image(values),
+    args = ["operator", *scope, "--image", _image(values), "--secret", values["secrets"]["existingSecret"],
+            "--project-config-map", f"{values['nameOverride']}-project",
             "--liveness", f"http://0.0.0.0:{OPERATOR_HEALTH_PORT}/healthz"]
     if op["prometheusUrl"]:
         args += ["--prometheus-url", op["prometheusUrl"]]
