@@ -124,3 +124,47 @@ def test_the_listener_is_off_unless_a_port_is_configured(setup, monkeypatch):
     monkeypatch.delenv("LOOPML_WEBHOOK_PORT")
     ctl.spec = ctl.spec.model_copy(update={"retrain": ctl.spec.retrain.model_copy(update={"webhook_port": 0})})
     assert webhook_port(ctl.spec) == 0
+
+
+def test_loopml_up_listens_on_the_spec_port_and_queues_the_trigger(registered_model, project):
+    """The real ``loopml up``: retrain.webhook_port from loopml.yaml, a deployer token, one trigger."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from loopml.loop.server_process import ServerProcess
+    from loopml.loop.state import StateStore
+    from loopml.platform.base import free_port
+    from tests.serve.helpers import wait_for
+
+    ws, name = registered_model
+    port = free_port()
+    raw = yaml.safe_load((project / "loopml.yaml").read_text())
+    raw["triggers"] = {"on_drift": False}
+    raw.setdefault("retrain", {})["webhook_port"] = port
+    (project / "loopml.yaml").write_text(yaml.safe_dump(raw))
+    token = TokenStore(ws.state_uri).create("alertmanager", "deployer")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    env.update(LOOPML_HOME=str(ws.home), LOOPML_ADMIN_TOKEN="t0ken")
+    out = project / "up.out"
+    with open(out, "w") as fh:
+        up = subprocess.Popen([sys.executable, "-m", "loopml.cli.main", "up", "-p", str(project)], env=env,
+                              stdout=fh, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: f"127.0.0.1:{port}/alerts" in out.read_text(), timeout=120), out.read_text()
+        r = httpx.post(f"http://127.0.0.1:{port}/alerts", json=payload(alert(model=name)),
+                       headers={"authorization": f"Bearer {token}"}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["triggered"]) == 1, r.text
+        [trig] = [t for t in StateStore(ws.state_uri).triggers(name) if t.kind == "drift"]
+        assert "LoopmlDriftDetected" in trig.cause
+        assert token not in out.read_text() and token not in json.dumps(r.json())
+    finally:
+        up.send_signal(signal.SIGKILL)  # it may be retraining by now: no need to wait for that
+        up.wait(30)
+        left = ServerProcess.adopt(ws)
+        if left is not None:
+            left.stop()
