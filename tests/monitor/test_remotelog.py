@@ -165,3 +165,23 @@ def test_the_publisher_thread_publishes_and_compacts_while_rows_arrive(tmp_path,
     assert pub.errors == 0 and pub.published == 6 and pub.compactions >= 2
     assert not [n for n in folder.names() if n.startswith("part-")]  # all folded into hour files
     assert _ids(_root(tmp_path, "reader2")) == sorted(ids)
+
+
+def test_the_read_cache_drops_what_reads_no_longer_use(tmp_path):
+    import os
+    import time
+
+    from loopml.monitor.remotelog import prune_cache
+
+    reader, ids = _two_replicas(tmp_path)
+    assert _ids(reader) == sorted(ids)
+    cache = cache_dir(reader)
+    files = sorted(cache.rglob("*.parquet"))
+    assert len(files) == 6
+    old = time.time() - 2 * 86_400
+    for p in files:
+        os.utime(p, (old, old))
+    assert _ids(reader, since=T0 + 2 * H) == sorted(i for i in ids if float(i.split("-")[1]) >= T0 + 2 * H)
+    assert prune_cache(cache) == 4  # the two files of the last read were touched and stay
+    assert len(list(cache.rglob("*.parquet"))) == 2
+    assert _ids(reader) == sorted(ids)  # what was dropped is downloaded again

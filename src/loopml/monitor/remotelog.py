@@ -210,18 +210,49 @@ def _window_files(url: str, model: str, since_ms: int | None, until_ms: int | No
     return out
 
 
+CACHE_MAX_AGE_S = 86_400.0  # a cached file no read has used for a day is deleted
+_PRUNE_EVERY_S = 600.0
+_last_prune: dict[str, float] = {}
+
+
 def _cached(cache: Path, model: str, entries) -> list[str]:
-    """Local copies of the files (downloaded once: names are unique, contents never change)."""
+    """Local copies of the files (downloaded once: names are unique, contents never change).
+    A hit is touched, so :func:`prune_cache` keeps what reads still use."""
     paths = []
     for folder, replica, f in entries:
         dest = cache / model / replica / f.rel
-        if not dest.exists():
+        try:
+            os.utime(dest)
+        except FileNotFoundError:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
             tmp.write_bytes((folder / f.rel).read_bytes())
             os.replace(tmp, dest)
         paths.append(str(dest))
+    _maybe_prune(cache)
     return paths
+
+
+def prune_cache(cache: Path, max_age_s: float = CACHE_MAX_AGE_S, now: float | None = None) -> int:
+    """Delete cached files unused for ``max_age_s`` (parts compacted away, hours read no more);
+    returns how many. A file still needed is simply downloaded again."""
+    cutoff = (time.time() if now is None else now) - max_age_s
+    removed = 0
+    for p in cache.rglob("*.parquet"):
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _maybe_prune(cache: Path) -> None:
+    now = time.monotonic()
+    if now - _last_prune.get(str(cache), -_PRUNE_EVERY_S) >= _PRUNE_EVERY_S:
+        _last_prune[str(cache)] = now
+        prune_cache(cache)
 
 
 def cache_dir(root: Path) -> Path:
