@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -205,6 +206,10 @@ class LogRoot(type(Path())):
         self = super().__new__(cls, *args)
         self.remote_url = remote_url
         return self
+
+    if sys.version_info >= (3, 12):  # 3.12's Path takes its segments in __init__, not __new__
+        def __init__(self, *args, remote_url: str | None = None) -> None:
+            super().__init__(*args)
 
     def __truediv__(self, key):
         return Path(self) / key
