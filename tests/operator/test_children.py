@@ -70,3 +70,11 @@ def test_the_chart_passes_its_secret_and_project_to_the_operators_server_pods():
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"] if "valueFrom" in e}
     assert refs == {"team-creds"}
     assert {"name": "team-project"} in [v.get("configMap") for v in pod["volumes"]]
+
+
+def test_spec_runtime_reaches_the_server_pods_as_the_pinned_runtime():
+    pinned = {**MD, "spec": {**MD["spec"], "runtime": "onnx"}}
+    env = children.server_deployment(pinned)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "LOOPML_SERVE_RUNTIME", "value": "onnx"} in env
+    auto = children.server_deployment(MD)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not any(e["name"] == "LOOPML_SERVE_RUNTIME" for e in auto)  # auto: the model picks

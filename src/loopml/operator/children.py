@@ -78,7 +78,9 @@ def server_deployment(body: dict, settings: dict | None = None) -> dict:
     image = body["spec"].get("image") or s.get("image")
     if image:  # taken whole: "host:5000/repo" has a colon and no tag
         container["image"] = image
-    # spec.runtime is not passed on: `loopml serve` picks the runtime from the version's flavour
+    runtime = body["spec"].get("runtime") or "auto"
+    if runtime != "auto":  # only that runtime may serve the model (serve/settings.py: LOOPML_SERVE_RUNTIME)
+        container["env"] = [*container.get("env", []), {"name": "LOOPML_SERVE_RUNTIME", "value": runtime}]
     if s.get("projectConfigMap"):  # the serving section of a project's loopml.yaml, when named
         _project_volume(pod, s["projectConfigMap"])
     else:  # a ModelDeployment names its model only: no project, no ConfigMap to wait for

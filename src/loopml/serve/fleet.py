@@ -297,7 +297,7 @@ class Fleet:
         if known is not None:
             raise known  # checked and failed already: do not load it again on every poll
         runtime = ModelRuntime(self.registry, ref, predict_in_thread=False,  # placed by _sync
-                               use_compiled=self.settings.compiled)
+                               use_compiled=self.settings.compiled, runtime=self.settings.runtime)
         try:
             await asyncio.to_thread(runtime.load)
         except ModelCheckFailed as e:

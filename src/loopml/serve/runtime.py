@@ -43,8 +43,9 @@ class ModelRuntime:
     """
 
     def __init__(self, source: Any, ref: Any, *, predict_in_thread: bool = True,
-                 use_compiled: bool | None = None) -> None:
+                 use_compiled: bool | None = None, runtime: str = "auto") -> None:
         self.source = source
+        self.pinned = runtime  # ServeSettings.runtime: "auto" or the one runtime allowed
         self.ref = ref
         self.name: str = ref.name
         self.version: str = str(ref.version)
@@ -87,7 +88,8 @@ class ModelRuntime:
 
         t0 = time.perf_counter()
         info = model_info(self.source, self.ref)
-        candidates = runtimes_for(self.name, self.version, info)
+        candidates = pinned_runtimes(self.name, self.version, self.pinned, runtimes_for(self.name, self.version, info),
+                                     info)
         for i, kind in enumerate(candidates):
             try:
                 self._load_with(kind(self.source, self.ref, info))
@@ -359,3 +361,25 @@ class ModelRuntime:
             self._executor.shutdown(wait=True)
             self._executor = None
 
+
+
+# ServeSettings.runtime -> the runtime classes (by runtime_name) that may serve under that pin
+_PINS = {"sklearn": ("sklearn",), "onnx": ("onnx", "text_embedding_onnx"), "pyfunc": ("pyfunc",),
+         "torch": ("torch",), "xgboost": ("boost",), "lightgbm": ("boost",),
+         "text-embedding": ("text_embedding_onnx", "text_embedding")}
+
+
+def pinned_runtimes(name: str, version: str, pin: str, candidates: list, info: Any) -> list:
+    """The candidates a pinned runtime leaves (all of them for "auto"). Nothing left is a failed
+    check: the version is never served by another runtime than the one asked for."""
+    if pin == "auto":
+        return candidates
+    kept = [k for k in candidates if k.runtime_name in _PINS[pin]]
+    if pin in ("xgboost", "lightgbm") and pin not in info.flavors:
+        kept = []
+    if not kept:
+        takes = ", ".join(k.runtime_name for k in candidates)
+        raise ModelCheckFailed(name, version, f"the serving runtime is pinned to '{pin}' (LOOPML_SERVE_RUNTIME), "
+                                              f"which does not take it (flavors {sorted(info.flavors)}; runtimes "
+                                              f"that do: {takes}); unpin it (auto) or serve another version")
+    return kept

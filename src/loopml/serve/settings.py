@@ -39,6 +39,7 @@ TUNING = ("max_batch_size", "max_delay_ms", "max_queue_rows", "max_inflight", "d
           "max_header_bytes", "header_timeout_s", "body_timeout_s", "keepalive_timeout_s", "max_request_id",
           "predict_in_thread")
 PREDICT_IN_THREAD = ("auto", "always", "never")
+RUNTIME_CHOICES = ("auto", "sklearn", "onnx", "pyfunc", "torch", "xgboost", "lightgbm", "text-embedding")
 UNSAFE_PICKLE_ENV = SERVING_ENV["allow_unsafe_pickle"]  # read by the registry when it loads a model file
 
 _NAME = r"[A-Za-z0-9_.\-]+"
@@ -126,6 +127,7 @@ _CONSTRAINTS = {
     "poll_interval_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0 (0 disables polling)"),
     "drain_timeout_s": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
     "predict_in_thread": (lambda v: v in PREDICT_IN_THREAD, "one of auto, always, never"),
+    "runtime": (lambda v: v in RUNTIME_CHOICES, "one of " + ", ".join(RUNTIME_CHOICES)),
 }
 
 
@@ -166,6 +168,9 @@ class ServeSettings:
     # (serve/fleet.py decides; a challenger puts both variants in threads whatever this says)
     predict_in_thread: str = _spec_default("predict_in_thread")
     compiled: bool = True  # NumPy fast path for simple linear pipelines (LOOPML_SERVE_COMPILED=0: off)
+    # "auto": the model's flavor and tags pick its runtime; else only that runtime may serve it
+    # (LOOPML_SERVE_RUNTIME; a ModelDeployment's spec.runtime reaches its pods this way)
+    runtime: str = "auto"
     tune_gc: bool = False  # freeze startup objects, rarer GC passes (set by the CLI)
     extra: dict = field(default_factory=dict)
 
@@ -175,7 +180,8 @@ class ServeSettings:
             admin_token=os.environ.get("LOOPML_ADMIN_TOKEN") or None,
             inference_token=os.environ.get("LOOPML_INFERENCE_TOKEN") or None,
             compiled=os.environ.get("LOOPML_SERVE_COMPILED", "1").strip().lower() not in ("0", "false", "no"),
-        )
+            runtime=os.environ.get("LOOPML_SERVE_RUNTIME", "").strip() or "auto",
+        ).validate()
         return base.with_(**{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod

@@ -189,3 +189,24 @@ def test_batch_prediction_of_a_tensor_model_from_a_csv(models, tmp_path):
     with pytest.raises(InvalidInput, match=r"input 'input-0' FP32 \[-1, 8\]: it needs 8 data column"):
         predict_file(reg, ref, str(src), str(tmp_path / "bad.parquet"), id_column="row_id")
     assert not (tmp_path / "bad.parquet").exists()  # nothing half-written
+
+
+def test_a_pinned_runtime_serves_only_with_that_runtime_or_fails_closed(models, monkeypatch):
+    """LOOPML_SERVE_RUNTIME (a ModelDeployment's spec.runtime): 'torch' serves the network with
+    the torch runtime; 'xgboost' does not take it, so it is not served at all; a value loopml
+    does not know is refused when the settings load."""
+    from loopml.errors import ModelCheckFailed, ServeError
+    from loopml.serve.settings import ServeSettings
+
+    ws, net, X, versions, *_ = models
+    reg = Registry(ws)
+    ref = reg.resolve("net", versions["pt2"])
+    monkeypatch.setenv("LOOPML_SERVE_RUNTIME", "torch")
+    pin = ServeSettings.from_env().runtime
+    rt = ModelRuntime(reg, ref, predict_in_thread=False, runtime=pin).load()
+    assert (pin, rt.runtime_name) == ("torch", "torch")
+    with pytest.raises(ModelCheckFailed, match="pinned to 'xgboost'"):
+        ModelRuntime(reg, ref, predict_in_thread=False, runtime="xgboost").load()
+    monkeypatch.setenv("LOOPML_SERVE_RUNTIME", "tensorrt")
+    with pytest.raises(ServeError, match="runtime"):
+        ServeSettings.from_env()
