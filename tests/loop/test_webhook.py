@@ -168,3 +168,19 @@ def test_loopml_up_listens_on_the_spec_port_and_queues_the_trigger(registered_mo
         left = ServerProcess.adopt(ws)
         if left is not None:
             left.stop()
+
+
+def test_the_controllers_own_drift_gauges_are_on_get_metrics(setup):
+    """On the platform the controller is the one process that reads every replica's log, so
+    Prometheus scrapes its latest drift verdict from the listener (the alert comes back to
+    POST /alerts); before any check there is nothing to report."""
+    from loopml.monitor.metrics import publish_window_metrics
+
+    ctl, hook, _ = setup
+    metrics_url = hook.url.replace("/alerts", "/metrics")
+    before = httpx.get(metrics_url, timeout=30)
+    assert before.status_code == 200 and "loopml_drift_detected{" not in before.text
+    publish_window_metrics(ctl.workspace, "fraud", "1", {"drift.detected": 1.0, "drift.share": 0.25})
+    lines = [ln for ln in httpx.get(metrics_url, timeout=30).text.splitlines() if ln.startswith("loopml_drift_")]
+    assert any(ln.startswith("loopml_drift_detected{") and 'model="fraud"' in ln and ln.endswith(" 1.0") for ln in lines)
+    assert any(ln.startswith("loopml_drift_share{") and ln.endswith(" 0.25") for ln in lines), lines

@@ -48,6 +48,9 @@ class AlertWebhook:
         self.controller, self.verifier = controller, verifier
         self.host, self.port, self.say = host, port, say
         self._server: http.server.ThreadingHTTPServer | None = None
+        self._collector: Any = None  # the gauges of GET /metrics, built on the first scrape
+        self._registry: Any = None
+        self._files: Any = None
 
     @property
     def url(self) -> str:
@@ -129,6 +132,23 @@ class AlertWebhook:
         self.controller.store.store.run(lambda con: con.execute(delete(kv).where(kv.c.key == _kv_key(key))))
 
     # -- the socket ---------------------------------------------------------------------------
+    def metrics_text(self) -> str:
+        """The drift, quality and live-metric gauges of the controller's own latest check, in
+        Prometheus text: on the platform the controller is the one process that reads every
+        replica's log, so Prometheus scrapes it here (``GET /metrics``, read-only, like a
+        server's) and the alert it fires comes back to ``POST /alerts``."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from loopml.monitor.metrics import MonitorCollector, MonitorFiles
+
+        if self._collector is None:
+            self._collector = MonitorCollector()
+            self._registry = CollectorRegistry()
+            self._registry.register(self._collector)
+            self._files = MonitorFiles(self.controller.workspace.home, self._collector)
+        self._files.refresh([self.controller.model])
+        return generate_latest(self._registry).decode()
+
     def start(self) -> "AlertWebhook":
         hook = self
 
@@ -142,6 +162,8 @@ class AlertWebhook:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def _answer(self) -> None:
+                if self.command == "GET" and self.path.split("?", 1)[0] == "/metrics":
+                    return self._metrics()
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
                 except ValueError:
@@ -163,6 +185,17 @@ class AlertWebhook:
                 self.send_header("Content-Length", str(len(data)))
                 if status == 401:
                     self.send_header("WWW-Authenticate", 'Bearer realm="loopml"')
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _metrics(self) -> None:
+                try:
+                    data, status = hook.metrics_text().encode(), 200
+                except Exception as exc:  # noqa: BLE001 - a failed scrape is Prometheus' "up 0", not a crash
+                    data, status = f"# metrics unavailable: {type(exc).__name__}\n".encode(), 503
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
