@@ -117,7 +117,9 @@ def test_slow_challenger_rolled_back_at_canary_seen_only_by_its_share(live):
     ctl = Controller(spec, ws, ServerClient(server.url, TOKEN), project_dir=project, say=print)
     store.add_trigger(spec.name, "manual", "test")
     df, feats = _features(project, spec)
-    with Traffic(server.url, df, feats, workers=4) as traffic:
+    # 8 clients: the canary step waits for 20 answers from a model that takes 400 ms a batch;
+    # more clients at once fill its batches (the routing share stays 10%, whatever the load)
+    with Traffic(server.url, df, feats, workers=8) as traffic:
         rollout = _drive(ctl, store, spec.name)
     assert rollout.status == "rolled_back" and rollout.step == 0
     assert any("TOO SLOW" in r for r in rollout.decisions[-1]["reasons"])
