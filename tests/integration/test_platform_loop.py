@@ -5,8 +5,9 @@ On the session's real platform (PostgreSQL, SeaweedFS, MLflow; ``local_platform`
 run`` trains and promotes v1; two ``loopml serve`` replicas, each with its own local folder
 (two machines), serve it; period-1 then drifted period-2 traffic goes to both; ``loopml monitor
 drift`` (a third machine) reads both replicas' published log parts from the bucket and finds
-the drift; ``loopml retrain`` queues a retraining; the controller (a fourth local folder) trains
-v2, and its shadow and canary steps, set through one replica's admin API, are applied by both
+the drift; the controller (a fourth local folder) checks drift itself and publishes its gauges,
+the platform's Prometheus scrapes them and fires, Alertmanager posts to the controller's webhook
+with a deployer token, which queues the retraining; the controller trains v2, and its shadow and canary steps, set through one replica's admin API, are applied by both
 replicas from the PostgreSQL state store; v2 is promoted and both replicas answer with it.
 The time of each step is printed (``-s``); docs/platform.md has the figures.
 """
@@ -115,7 +116,10 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
     from loopml.monitor.remotelog import model_folder
     from loopml.platform.objstore import ObjectHome
     from loopml.registry.client import Registry
+    from loopml.loop.webhook import AlertWebhook
+    from loopml.monitor.alerts import AlertRule
     from loopml.spec import load_spec
+    from loopml.store.tokens import TokenStore, Verifier
 
     steps = Steps()
     home = f"s3://loopml/loop-{uuid.uuid4().hex[:8]}"
@@ -184,13 +188,34 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
         assert json.loads(published["report.json"])["drifted"] is True
         steps.done("monitor report published to the bucket")
 
-        _cli(env, tmp_path / "operator", "retrain", "-p", str(project), "--reason", "drift on the platform")
-        store = StateStore(ws.state_uri)
-        assert [t.status for t in store.triggers("fraud")] == ["queued"]
-        steps.done("loopml retrain queues the trigger in PostgreSQL")
-
+        # the retraining comes through the real alerting stack: the controller's drift check
+        # publishes its gauges on its listener's /metrics, the platform's Prometheus scrapes it and
+        # its loopml rule fires, Alertmanager posts to the listener with a deployer token
         decisions: list[str] = []
-        ctl = Controller(spec, ws, ServerClient(urls[0], TOKEN), project_dir=project, say=decisions.append)
+        never = AlertRule(name="NeverFires", metric="drift.share", op=">", threshold=2.0)
+        watching = spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"alerts": [never]})})
+        ctl = Controller(watching, ws, ServerClient(urls[0], TOKEN), project_dir=project, say=decisions.append)
+        store = StateStore(ws.state_uri)
+        token_file = tmp_path / "alertmanager.token"
+        token_file.write_text(TokenStore(ws.state_uri).create("alertmanager-loop", "deployer") + "\n")
+        token_file.chmod(0o600)
+        hook = AlertWebhook(ctl, Verifier(ws.state_uri)).start()
+        target = local_platform.root / "prometheus" / "targets" / "platform-loop.json"
+        try:
+            assert ctl.check_drift().drifted  # gauges published, no trigger of its own (the rule never fires)
+            assert store.triggers("fraud") == []
+            local_platform.set_alert_webhook(hook.url, token_file)
+            local_platform.add_scrape_targets("platform-loop", [f"127.0.0.1:{hook.port}"])
+            triggers = _wait(lambda: store.triggers("fraud"), 240, "the Alertmanager-triggered retraining")
+        finally:
+            target.unlink(missing_ok=True)
+            local_platform.set_alert_webhook(None)
+            hook.stop()
+        # one retraining queued; a second drift rule firing with it (LoopmlDriftShareHigh) merges into it
+        assert {t.kind for t in triggers} == {"drift"} and [t.status for t in triggers].count("queued") == 1
+        assert any("LoopmlDrift" in t.cause for t in triggers)
+        steps.done("drift gauge -> Prometheus -> Alertmanager -> controller webhook: trigger in PostgreSQL")
+        ctl.spec = spec
         traffic = [Traffic(url, p2.tail(2000).iloc[k::2], features, workers=2, rate=100.0) for k, url in enumerate(urls)]
         outcome = None
         for t in traffic:
