@@ -163,6 +163,15 @@ def test_second_up_reports_running_and_restarts_only_what_died(local_platform, p
     again = _cli("platform", "up", "--dir", str(plat.root), env=env)
     assert again.returncode == 0 and "already running" in again.stderr
     assert {n: c["pid"] for n, c in _state(plat).items()} == before
+    # --scrape adds targets to the running Prometheus (e.g. the controller's listener); a bad one is one line
+    scraped = _cli("platform", "up", "--dir", str(plat.root), "--scrape", "127.0.0.1:9", env=env)
+    targets = plat.root / "prometheus" / "targets" / "cli.json"
+    try:
+        assert scraped.returncode == 0 and json.loads(targets.read_text())[0]["targets"] == ["127.0.0.1:9"]
+    finally:
+        targets.unlink(missing_ok=True)
+    bad = _cli("platform", "up", "--dir", str(plat.root), "--scrape", "controller", env=env)
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
     # kill Alertmanager: the next `up` starts it (on its recorded port) and nothing else
     os.kill(before["alertmanager"], 9)
     for _ in range(50):

@@ -61,9 +61,18 @@ def up(folder: DirOpt = DEFAULT_DIR,
        alert_webhook: Annotated[Optional[str], typer.Option(help="URL Alertmanager sends alerts to (e.g. the "
                                                             "controller's trigger webhook).")] = None,
        alert_webhook_token_file: Annotated[Optional[Path], typer.Option(
-           exists=True, dir_okay=False, help="File holding the bearer token for --alert-webhook.")] = None) -> None:
+           exists=True, dir_okay=False, help="File holding the bearer token for --alert-webhook.")] = None,
+       scrape: Annotated[Optional[list[str]], typer.Option(
+           "--scrape", help="HOST:PORT whose /metrics Prometheus scrapes (repeatable): loopml servers, and the "
+                            "controller's webhook listener, which serves its drift gauges.")] = None) -> None:
     """Start every engine that is not running (a second `up` restarts only what died) and print
     the environment that points loopml at them."""
+    from loopml.errors import LoopmlError
+
+    for target in scrape or []:
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise LoopmlError(f"--scrape {target!r}: expected HOST:PORT, e.g. 127.0.0.1:9099")
     from loopml.monitor.service import load_rules, try_load_spec
 
     rules = load_rules(try_load_spec(project)) if project is not None else None
@@ -79,6 +88,8 @@ def up(folder: DirOpt = DEFAULT_DIR,
         if alert_webhook:
             live.update("alertmanager: webhook")
             plat.set_alert_webhook(alert_webhook, alert_webhook_token_file)
+        if scrape:
+            plat.add_scrape_targets("cli", list(scrape))
     err.print(_table(rows, f"loopml platform in {plat.root}"))
     if all(r.action == "running" for r in rows):
         err.print("already running; nothing started")
