@@ -81,6 +81,7 @@ def test_up_prints_the_environment_without_secrets(local_platform):
     pg_password = (plat.root / "postgres" / "password").read_text().strip()
     assert exported["AWS_SECRET_ACCESS_KEY"] == f'"$(cat {plat.root / "seaweedfs" / "s3_secret"})"'
     assert exported["LOOPML_STATE_URI"].startswith("postgresql://loopml@127.0.0.1:")
+    assert exported["LOOPML_HOME"] == "s3://loopml/home"  # the one setting of #11, on the platform's bucket
     # no secret in the output, the state file, any log or any engine's command line
     state_text = plat.state_file.read_text()
     logs = "".join(p.read_text(errors="replace") for p in plat.root.rglob("*.log"))

@@ -37,8 +37,11 @@ def _platform(folder: Path, *, must_exist: bool = True):
 
 
 def _exports(plat) -> list[str]:
+    from loopml.platform.stack import BUCKET
+
     lines = []
-    for key, value in plat.environment().items():
+    # the workspace on the bucket too: with these lines every loopml command runs on the platform
+    for key, value in {"LOOPML_HOME": f"s3://{BUCKET}/home", **plat.environment()}.items():
         # the secret is a command substitution the shell must run, so it is double-quoted
         quoted = f'"{value}"' if value.startswith("$(") else shlex.quote(value)
         lines.append(f"export {key}={quoted}")
