@@ -99,3 +99,35 @@ def test_ensure_alias_restores_a_lost_audit_record(registered_model, project):
     n = len(reg.history(name))
     reg.ensure_alias(name, CHAMPION, "2", "rollout 1")  # idempotent
     assert len(reg.history(name)) == n
+
+
+def test_a_registered_model_names_its_pinned_requirements(registered_model, tmp_path, monkeypatch):
+    """loopml names the model's requirements (MLflow would otherwise load it in a subprocess
+    to infer them: about 4 s of every registration): each package of the pipeline's objects,
+    pinned to the installed version, and nothing inferred."""
+    import importlib.metadata as md
+
+    import mlflow.utils.environment as menv
+
+    from loopml.registry.client import _requirements
+
+    ws, name = registered_model
+    reg = Registry(ws)
+    ref = reg.resolve(name)
+    local = reg.download(ref, str(tmp_path / "m"))
+    with open(f"{local}/requirements.txt") as f:
+        listed = {line.strip() for line in f if line.strip() and not line.startswith("#")}
+    assert f"scikit-learn=={md.version('scikit-learn')}" in listed and f"skops=={md.version('skops')}" in listed
+    assert f"mlflow=={md.version('mlflow')}" in listed and not any(r.startswith("mlflow-skinny") for r in listed)
+    import lightgbm
+
+    assert f"lightgbm=={md.version('lightgbm')}" in _requirements(lightgbm.LGBMClassifier())
+    # a new registration never runs MLflow's requirement inference
+    called = []
+    monkeypatch.setattr(menv, "_infer_requirements", lambda *a, **k: called.append(a) or [])
+    from sklearn.linear_model import LogisticRegression
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    with reg.run("reqs") as run:
+        run.log_model(LogisticRegression().fit(X, [0, 1, 0, 1]), X.head(2))
+    assert called == []

@@ -244,7 +244,8 @@ class TrackedRun:
             else:
                 mlflow.sklearn.save_model(model, local, mlflow_model=meta, signature=signature,
                                           input_example=input_example, serialization_format="skops",
-                                          skops_trusted_types=_own_types(model))
+                                          skops_trusted_types=_own_types(model),
+                                          pip_requirements=_requirements(model))
             self._client.log_model_artifacts(logged.model_id, local)
         self._client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         return f"models:/{logged.model_id}"
@@ -267,6 +268,41 @@ def _save_torch(model: Any, local: str, meta: Any, signature: Any, input_example
     mlflow.pyfunc.save_model(local, loader_module=TORCH_LOADER, data_path=data, mlflow_model=meta,
                              signature=signature, input_example=input_example,
                              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "scikit-learn", "skops"])
+
+
+def _requirements(model: Any) -> list[str]:
+    """Pinned requirements of a fitted model, named instead of inferred: MLflow's inference loads
+    the model in a subprocess to see what it imports (seconds per registration). The packages
+    are those of every object in the model (a pipeline's steps, their estimators) plus what the
+    skops file and MLflow's loader need, each at the version installed here."""
+    import importlib.metadata as md
+
+    tops = {"mlflow", "sklearn", "skops", "numpy", "pandas", "scipy"}
+    seen, todo = set(), [model]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        tops.add(type(obj).__module__.split(".")[0])
+        params = obj.get_params(deep=False) if hasattr(obj, "get_params") else {}
+        for value in params.values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:  # (name, step) pairs of pipelines and column transformers
+                for part in (item if isinstance(item, tuple) else (item,)):
+                    if hasattr(part, "get_params"):
+                        todo.append(part)
+    dists = md.packages_distributions()
+    out = set()
+    for top in tops:
+        found = dists.get(top, [])
+        # mlflow's modules also belong to mlflow-skinny and mlflow-tracing: name the package itself
+        for dist in [d for d in found if d.lower() == top] or found:
+            try:
+                out.add(f"{dist}=={md.version(dist)}")
+            except md.PackageNotFoundError:
+                continue
+    return sorted(out, key=str.lower)
 
 
 def _own_types(model: Any) -> list[str]:
