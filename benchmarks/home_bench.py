@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from platform_bench import _timed_pipeline  # noqa: E402 - the same per-step timing as bench-platform
+from platform_bench import _timed_pipeline, print_steps, timed_runs  # noqa: E402 - as bench-platform
 
 
 def _lag(root, reader_root, publish: bool, runs: int) -> list[float]:
@@ -70,12 +70,8 @@ def main() -> None:
             local = Workspace(root / "local").init()
             remote = Workspace(root / "remote", tracking_uri_override=env["LOOPML_TRACKING_URI"],
                                state_uri_override=env["LOOPML_STATE_URI"], remote_home=home).init()
-            times: dict[str, dict[str, list[float]]] = {"local": {}, "platform": {}}
             _timed_pipeline(spec, local, project)  # warm-up: imports, first MLflow schema, page cache
-            for _ in range(args.runs):
-                for name, ws in (("local", local), ("platform", remote)):
-                    for step, s in _timed_pipeline(spec, ws, project).items():
-                        times[name].setdefault(step, []).append(s)
+            times = timed_runs(spec, project, {"local": local, "platform": remote}, args.runs)
             lag_local = _lag(root / "lag-local", root / "lag-local", False, args.lag_runs)
             url = f"{home}/predictions"
             lag_s3 = _lag(LogRoot(root / "lag-a", remote_url=url), LogRoot(root / "lag-b", remote_url=url), True,
@@ -83,12 +79,7 @@ def main() -> None:
         finally:
             plat.remove()
 
-    print(f"\npipeline, {args.rows} rows, median of {args.runs} runs (embedded default = anchor)")
-    print(f"{'step':<10} {'local s':>9} {'platform s':>11} {'platform/local':>15}")
-    for step in times["local"]:
-        lo = statistics.median(times["local"][step])
-        pl = statistics.median(times["platform"].get(step, [float("nan")]))
-        print(f"{step:<10} {lo:9.2f} {pl:11.2f} {pl / lo if lo else float('nan'):15.2f}")
+    print_steps(times, args.rows, args.runs)
     lo, s3 = statistics.median(lag_local), statistics.median(lag_s3)
     print(f"\nprediction log, answer -> visible to a reader, median of {args.lag_runs} (local log = anchor)")
     print(f"local log (same machine)       {lo:6.2f} s")

@@ -69,17 +69,27 @@ def main() -> None:
             spec = load_spec(project)
             local = Workspace(root / "local").init()
             remote = Workspace(root / "remote", tracking_uri_override=state["mlflow"]["url"]).init()
-            times: dict[str, dict[str, list[float]]] = {"local": {}, "platform": {}}
             _timed_pipeline(spec, local, project)  # warm-up: imports, first MLflow schema, page cache
-            for _ in range(args.runs):
-                for name, ws in (("local", local), ("platform", remote)):
-                    for step, s in _timed_pipeline(spec, ws, project).items():
-                        times[name].setdefault(step, []).append(s)
+            times = timed_runs(spec, project, {"local": local, "platform": remote}, args.runs)
         finally:
             plat.remove()
 
     print("\n" + "\n".join(report))
-    print(f"\npipeline, {args.rows} rows, median of {args.runs} runs (embedded default = anchor)")
+    print_steps(times, args.rows, args.runs)
+
+
+def timed_runs(spec, project: Path, workspaces: dict, runs: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per step of ``runs`` pipeline runs, alternating between the named workspaces."""
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in workspaces}
+    for _ in range(runs):
+        for name, ws in workspaces.items():
+            for step, s in _timed_pipeline(spec, ws, project).items():
+                times[name].setdefault(step, []).append(s)
+    return times
+
+
+def print_steps(times: dict, rows: int, runs: int) -> None:
+    print(f"\npipeline, {rows} rows, median of {runs} runs (embedded default = anchor)")
     print(f"{'step':<10} {'local s':>9} {'platform s':>11} {'platform/local':>15}")
     for step in times["local"]:
         lo = statistics.median(times["local"][step])

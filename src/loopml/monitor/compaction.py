@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopml.monitor.logfiles import (COMPACTED_PREFIX, JOURNAL, LOCK, LogFile, file_name, fsync_dir,
+from loopml.monitor.logfiles import (COMPACTED_PREFIX, JOURNAL, LOCK, LogFile, file_name, fsync_dir, unfinished,
                                      hour_dir, hour_dirs, hour_start_ms, parse_name, read_journal)
 
 HOUR_MS = 3_600_000
@@ -116,13 +116,10 @@ def recover(folder: Path) -> str | None:
             if name.startswith("." + COMPACTED_PREFIX) and name.endswith(".tmp"):
                 (folder / rel_dir / name).unlink(missing_ok=True)
     journal = read_journal(folder)
-    if journal is None or journal.get("state") != "running":
+    todo = unfinished(journal, lambda rel: (folder / rel).exists())
+    if todo is None:
         return None
-    outputs = journal.get("outputs") or []
-    if all((folder / rel).exists() for rel in outputs):
-        victims, outcome = journal.get("inputs") or [], "finished"
-    else:
-        victims, outcome = outputs, "undone"
+    victims, outcome = todo
     for rel in victims:
         (folder / rel).unlink(missing_ok=True)
     fsync_dir(folder)

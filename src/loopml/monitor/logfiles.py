@@ -241,3 +241,15 @@ def write_atomic(folder: Path, name: str, table) -> Path:
     os.rename(tmp, final)
     fsync_dir(folder)
     return final
+
+
+def unfinished(journal: dict | None, exists) -> tuple[list[str], str] | None:
+    """For a replacement a crash left ``running``: (the files to delete, "finished" or "undone").
+    All outputs written: the inputs go (finish); else the outputs go (undo). None when nothing
+    was left running. ``exists(rel)`` says whether a file is there (local or object storage)."""
+    if journal is None or journal.get("state") != "running":
+        return None
+    outputs = journal.get("outputs") or []
+    if all(exists(rel) for rel in outputs):
+        return journal.get("inputs") or [], "finished"
+    return outputs, "undone"

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from loopml.monitor.logfiles import (COMPACTED_PREFIX, JOURNAL, PART_PREFIX, LogFile, hour_dirs, hour_start_ms,
-                                     newest_first_cover, parse_name, read_journal, snapshot)
+                                     newest_first_cover, parse_name, read_journal, snapshot, unfinished)
 
 HOUR_MS = 3_600_000
 
@@ -121,13 +121,10 @@ def model_folder(url: str, model: str) -> RemoteFolder:
 def recover(folder: RemoteFolder) -> str | None:
     """Finish (all outputs exist) or undo (else) a replacement a crash left ``running``."""
     journal = read_journal(folder)
-    if journal is None or journal.get("state") != "running":
+    todo = unfinished(journal, lambda rel: (folder / rel).exists())
+    if todo is None:
         return None
-    outputs = journal.get("outputs") or []
-    if all((folder / rel).exists() for rel in outputs):
-        victims, outcome = journal.get("inputs") or [], "finished"
-    else:
-        victims, outcome = outputs, "undone"
+    victims, outcome = todo
     for rel in victims:
         (folder / rel).rm()
     (folder / JOURNAL).put(json.dumps({**journal, "state": "done"}).encode())
