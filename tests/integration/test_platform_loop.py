@@ -145,6 +145,10 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
     out = _cli(env, tmp_path / "trainer", "run", "-p", str(project), "--json")
     result = json.loads(out.stdout[out.stdout.index("{"):])
     steps.done("train v1 (run: snapshot, validate, train, evaluate, gate, register, promote)")
+    again = _cli(env, tmp_path / "trainer-2", "run", "-p", str(project), "--json")  # another machine
+    cached = json.loads(again.stdout[again.stdout.index("{"):])
+    assert cached["cached"] is True and cached["version"] == "1"  # the pipeline cache is on the bucket too
+    steps.done("the same run on a second machine: nothing changed (cache on the bucket)")
     monkeypatch.setenv("LOOPML_LOCAL_DIR", str(tmp_path / "controller"))
     ws = Workspace.from_env().init()
     assert ws.remote_home == home and ws.data_remote

@@ -79,10 +79,9 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
     """Run the whole pipeline for a project; ``source``/``frame`` override the spec's data source."""
     workspace.init()
     snap, df = _snapshot_and_validate(spec, workspace, project_dir, source, frame, on_step)
-    key = cache_key(spec, snap.id)
-    cache_file = workspace.cache / f"{spec.name}-{key}.json"
-    if cache_file.exists() and not force:
-        cached = PipelineResult(**json.loads(cache_file.read_text()))
+    entry = f"{spec.name}-{cache_key(spec, snap.id)}"
+    cached = None if force else _cached(workspace, entry)
+    if cached is not None:
         from loopml.registry.client import Registry
 
         if cached.version and Registry(workspace).try_resolve(spec.name, cached.version):
@@ -91,8 +90,38 @@ def run_pipeline(spec: ProjectSpec, workspace: Workspace, *, project_dir: Path =
             return cached
 
     result = _train_evaluate_register(spec, workspace, snap, df, project_dir, on_step, auto_promote, reason)
-    atomic_write_json(cache_file, result.to_dict())
+    _remember(workspace, entry, result)
     return result
+
+
+# The cache: one small JSON per (spec, snapshot) key, in the workspace's cache folder, or with
+# LOOPML_HOME on object storage under <home>/cache, so every machine of the team skips a run
+# another already made (published whole: a reader sees the entry or nothing, never part of it).
+
+def _cached(workspace: Workspace, entry: str) -> "PipelineResult | None":
+    if workspace.remote_home:
+        from loopml.data import remote
+        from loopml.errors import HomeStoreUnavailable
+
+        home = remote.store(f"{workspace.remote_home}/cache")
+        with remote.reachable(home.url, HomeStoreUnavailable):  # unreachable: fail closed, not "no cache"
+            if not home.published(entry):
+                return None
+            return PipelineResult(**json.loads(home.read(entry, "result.json")))
+    path = workspace.cache / f"{entry}.json"
+    return PipelineResult(**json.loads(path.read_text())) if path.exists() else None
+
+
+def _remember(workspace: Workspace, entry: str, result: "PipelineResult") -> None:
+    if workspace.remote_home:
+        from loopml.data import remote
+        from loopml.errors import HomeStoreUnavailable
+
+        home = remote.store(f"{workspace.remote_home}/cache")
+        with remote.reachable(home.url, HomeStoreUnavailable):
+            home.publish(entry, {"result.json": json.dumps(result.to_dict()).encode()})
+        return
+    atomic_write_json(workspace.cache / f"{entry}.json", result.to_dict())
 
 
 def _snapshot_and_validate(spec, workspace, project_dir, source, frame, on_step):
