@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspace
+from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, authorize, workspace
 
 console = Console(log_path=False)
 rollout_app = typer.Typer(help="Inspect or steer the rollout in progress.", no_args_is_help=True)
@@ -289,6 +289,7 @@ def retrain(project: ProjectOpt = Path("."), home: HomeOpt = None, tracking_uri:
 
     spec = load_spec(project)
     ws = workspace(home, tracking_uri)
+    authorize(ws, "deployer", f"a retraining of {spec.name}")
     trig = StateStore(ws.state_uri).add_trigger(spec.name, "manual", reason)
     console.print(f"trigger {trig.id} {trig.status}" + (f" ({trig.result})" if trig.result else ""))
 
@@ -301,6 +302,7 @@ def _steer(project: Path, home, tracking_uri, new_status: str, allowed: tuple[st
 
     spec = load_spec(project)
     ws = workspace(home, tracking_uri)
+    authorize(ws, "deployer", f"steering the rollout of {spec.name}")
     store = StateStore(ws.state_uri)
     r = store.active_rollout(spec.name)
     if r is None:

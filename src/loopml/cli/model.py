@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, workspace
+from loopml.cli.common import HomeOpt, JsonOpt, ProjectOpt, TrackingOpt, authorize, workspace
 
 console = Console(log_path=False)
 
@@ -123,7 +123,9 @@ def promote(name: Annotated[str, typer.Argument(help="Registered model name.")],
     a promotion by hand also lifts a rollback's block on VERSION."""
     from loopml.registry.client import Registry
 
-    reg = Registry(workspace(home, tracking_uri), allow_unsafe_pickle=True if allow_unsafe_pickle else None)
+    ws = workspace(home, tracking_uri)
+    authorize(ws, "deployer", f"promoting {name}")
+    reg = Registry(ws, allow_unsafe_pickle=True if allow_unsafe_pickle else None)
     change = reg.promote(name, version, reason)
     console.print(f"{name}: champion {change.previous or '-'} -> {change.version} (by {change.who})")
 
@@ -135,7 +137,9 @@ def rollback(name: Annotated[str, typer.Argument(help="Registered model name.")]
     from automatic rollout until promoted by hand."""
     from loopml.registry.client import Registry
 
-    change = Registry(workspace(home, tracking_uri)).rollback(name, reason)
+    ws = workspace(home, tracking_uri)
+    authorize(ws, "deployer", f"rolling back {name}")
+    change = Registry(ws).rollback(name, reason)
     console.print(f"{name}: champion rolled back {change.previous} -> {change.version}")
 
 

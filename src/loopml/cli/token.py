@@ -48,10 +48,13 @@ def read_token(token_file: Optional[Path], argv_token: Optional[str] = None) -> 
     return os.environ.get("LOOPML_TOKEN") or os.environ.get("LOOPML_ADMIN_TOKEN") or None
 
 
-def _store(home):
+def _store(home, action: str):
+    from loopml.cli.common import authorize
     from loopml.store.tokens import TokenStore
 
-    return TokenStore(workspace(home).state_uri)
+    ws = workspace(home)
+    authorize(ws, "admin", action)  # on a shared store; the first admin token needs $LOOPML_ADMIN_TOKEN
+    return TokenStore(ws.state_uri)
 
 
 @app.command("create")
@@ -63,7 +66,7 @@ def create(name: Annotated[str, typer.Argument(help="A name for who or what uses
 
     check_name(name)
     check_role(role)  # before the workspace: a typo costs nothing
-    token = _store(home).create(name, role)
+    token = _store(home, "token management").create(name, role)
     typer.echo(token)
     typer.echo(f"token {name!r} ({role}) created; it is shown only now", err=True)
 
@@ -71,7 +74,7 @@ def create(name: Annotated[str, typer.Argument(help="A name for who or what uses
 @app.command("list")
 def list_tokens(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Names, roles, when created and last used (never the tokens)."""
-    rows = _store(home).list()
+    rows = _store(home, "token management").list()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -88,7 +91,7 @@ def revoke(name: Annotated[str, typer.Argument(help="The token's name.")], home:
     """Delete a token; servers and the controller refuse it within a few seconds (their cache)."""
     from loopml.store.tokens import CACHE_TTL_S
 
-    _store(home).revoke(name)
+    _store(home, "token management").revoke(name)
     typer.echo(f"token {name!r} revoked (refused everywhere within {CACHE_TTL_S:g} s)")
 
 

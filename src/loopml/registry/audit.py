@@ -41,7 +41,17 @@ class AliasChange:
         return asdict(self)
 
 
+_ACTING: list[str] = []  # the verified token name a CLI process acts as (see cli.common.authorize)
+
+
+def acting_as(name: str) -> None:
+    """Record ``name`` (a verified token's name, never the token) as who acts in this process."""
+    _ACTING[:] = [name]
+
+
 def current_user() -> str:
+    if _ACTING:
+        return _ACTING[0]
     return os.environ.get("LOOPML_USER") or _login()
 
 
