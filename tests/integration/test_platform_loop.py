@@ -61,9 +61,9 @@ def _cli(env: dict, machine: Path, *args: str, timeout: float = 600) -> subproce
     return out
 
 
-def _serve(env: dict, machine: Path, project: Path, port: int) -> subprocess.Popen:
+def _serve(env: dict, machine: Path, project: Path, port: int, model: str) -> subprocess.Popen:
     log = open(machine.parent / f"{machine.name}.log", "wb")
-    return subprocess.Popen([*CLI, "serve", "-m", "fraud@champion", "-p", str(project), "--port", str(port),
+    return subprocess.Popen([*CLI, "serve", "-m", f"{model}@champion", "-p", str(project), "--port", str(port),
                              "--poll-interval", "1"], stdout=log, stderr=subprocess.STDOUT,
                             env=dict(env, LOOPML_LOCAL_DIR=str(machine)))
 
@@ -136,6 +136,12 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
     project = tmp_path / "proj"
     assert _cli(env, tmp_path / "trainer", "new", str(project), "--rows", "6000").returncode == 0
     _relax_latency(project / "loopml.yaml")
+    # a model of its own: other tests of the session register "fraud" on the same MLflow and
+    # fire its drift alert through the same Alertmanager
+    model = f"fraud-loop-{uuid.uuid4().hex[:6]}"
+    text = (project / "loopml.yaml").read_text()
+    assert "name: fraud\n" in text
+    (project / "loopml.yaml").write_text(text.replace("name: fraud\n", f"name: {model}\n", 1))
     spec = load_spec(project)
     p1 = pd.read_csv(project / "data" / "transactions.csv")
     p2 = pd.read_csv(project / spec.retrain.source)
@@ -153,11 +159,11 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
     ws = Workspace.from_env().init()
     assert ws.remote_home == home and ws.data_remote
     reg = Registry(ws)
-    assert reg.resolve("fraud").version == "1", result
+    assert reg.resolve(model).version == "1", result
 
     ports = [_port(), _port()]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
-    replicas = [_serve(env, tmp_path / f"replica-{k}", project, p) for k, p in enumerate(ports)]
+    replicas = [_serve(env, tmp_path / f"replica-{k}", project, p, model) for k, p in enumerate(ports)]
     try:
         for url, proc in zip(urls, replicas):
             _ready(url, proc)
@@ -177,17 +183,17 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
         t_drift = time.monotonic()
 
         everything = sent[0] | sent[1]
-        _wait(lambda: everything <= _published_ids(ws, "fraud"), 60, "both replicas' rows in the bucket")
+        _wait(lambda: everything <= _published_ids(ws, model), 60, "both replicas' rows in the bucket")
         steps.done("published to the bucket (answer -> visible to the monitor)")
-        prefixes = model_folder(ws.predictions_uri, "fraud").names()
+        prefixes = model_folder(ws.predictions_uri, model).names()
         assert len(prefixes) == 2, prefixes  # one prefix per replica
-        drift = _cli(env, tmp_path / "monitor", "monitor", "drift", "-m", "fraud", "-p", str(project), "--json")
+        drift = _cli(env, tmp_path / "monitor", "monitor", "drift", "-m", model, "-p", str(project), "--json")
         report = json.loads(drift.stdout[drift.stdout.index("{"):])
         assert report["drifted"] is True, report
         steps.done("monitor (third machine) reads both replicas and finds drift")
-        _cli(env, tmp_path / "monitor", "monitor", "report", "-m", "fraud", "-p", str(project),
+        _cli(env, tmp_path / "monitor", "monitor", "report", "-m", model, "-p", str(project),
              "-o", str(tmp_path / "report.html"), "--history", "0")
-        published = ObjectHome(ws.reports_uri).read("fraud/latest")
+        published = ObjectHome(ws.reports_uri).read(f"{model}/latest")
         assert published["report.html"] == (tmp_path / "report.html").read_bytes()
         assert json.loads(published["report.json"])["drifted"] is True
         steps.done("monitor report published to the bucket")
@@ -207,10 +213,10 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
         target = local_platform.root / "prometheus" / "targets" / "platform-loop.json"
         try:
             assert ctl.check_drift().drifted  # gauges published, no trigger of its own (the rule never fires)
-            assert store.triggers("fraud") == []
+            assert store.triggers(model) == []
             local_platform.set_alert_webhook(hook.url, token_file)
             local_platform.add_scrape_targets("platform-loop", [f"127.0.0.1:{hook.port}"])
-            triggers = _wait(lambda: store.triggers("fraud"), 240, "the Alertmanager-triggered retraining")
+            triggers = _wait(lambda: store.triggers(model), 240, "the Alertmanager-triggered retraining")
         finally:
             target.unlink(missing_ok=True)
             local_platform.set_alert_webhook(None)
@@ -228,7 +234,7 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
             deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
             while time.monotonic() < deadline and outcome is None:
                 ctl.tick()
-                latest = store.rollouts("fraud", limit=1)
+                latest = store.rollouts(model, limit=1)
                 if latest and latest[0].status in ("promoted", "rolled_back"):
                     outcome = latest[0]
                 time.sleep(0.3)
@@ -242,7 +248,7 @@ def test_two_replicas_on_the_platform_close_the_loop(local_platform, platform_en
             assert {"1", outcome.challenger} <= set(t.counts), (k, t.counts, decisions)
         for url in urls:
             assert wait_for_version(url, p2.head(1)[features], outcome.challenger) == outcome.challenger
-        assert reg.resolve("fraud").version == outcome.challenger
+        assert reg.resolve(model).version == outcome.challenger
         steps.done("both replicas answer with the new champion")
         print(f"[platform loop] drift to champion: {drift_to_champion:.1f} s; "
               f"total {sum(steps.times.values()):.1f} s", flush=True)
