@@ -25,7 +25,7 @@ demo: $(BASE_STAMP)
 	$(VENV)/bin/loopml demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30  # the slowest 30: where the 20-minute budget goes
 
 # The serving anchors in their own virtualenv (MLServer's pins clash with ours); the same
 # scikit-learn as ours, so the benchmark's joblib files load there unchanged. Order-only on
